@@ -1,0 +1,83 @@
+// swift-tools-version:6.0
+// EndpointPicker: an Envoy ext_proc endpoint picker for LLM inference gateways.
+// Layout mirrors the architecture, bottom to top:
+//   C shims (CLinux, CNghttp2, COpenSSL, CHiredis, CCurl)
+//   EPPEventLoop  – epoll reactor, timers, cross-thread wake-ups, sockets
+//   EPPHTTP2      – HTTP/2 server connections on libnghttp2, TLS on OpenSSL
+//   EPPGRPC       – gRPC framing, status, service routing on top of HTTP/2 streams
+//   EPPProtobuf   – hand-written protobuf wire codec + ext_proc / grpc.health.v1 messages
+//   EPPPicker     – the picker domain: ext_proc stream state machine, request parsing, datastore, scheduling
+//   EPPServer     – wiring: services, health, metrics endpoint, process lifecycle
+//   executables   – epp (the picker), epp-sim (model-server simulator), epp-load (load generator)
+import PackageDescription
+
+let package = Package(
+    name: "EndpointPicker",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "epp", targets: ["epp"]),
+        .executable(name: "epp-sim", targets: ["epp-sim"]),
+        .executable(name: "epp-load", targets: ["epp-load"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+    ],
+    targets: [
+        // C libraries from Debian, imported through module maps and tiny inline shims.
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
+        .systemLibrary(name: "CNghttp2", path: "Sources/CNghttp2"),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
+
+        .target(name: "EPPEventLoop", dependencies: ["CLinux", .product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "EPPHTTP2", dependencies: ["EPPEventLoop", "CNghttp2", "COpenSSL", "CLinux"]),
+        .target(name: "EPPProtobuf"),
+        .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
+        .target(name: "EPPPicker", dependencies: [
+            "EPPProtobuf", "EPPEventLoop", "CLinux",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Atomics", package: "swift-atomics"),
+        ]),
+        .target(name: "EPPServer", dependencies: [
+            "EPPPicker", "EPPGRPC", "EPPHTTP2", "EPPEventLoop", "EPPProtobuf", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Atomics", package: "swift-atomics"),
+        ]),
+        .executableTarget(name: "epp", dependencies: [
+            "EPPServer", "EPPPicker",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Test tools: model-server simulator and load generator (HTTP/1.1, streaming).
+        .target(name: "EPPSim", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "epp-sim", dependencies: [
+            "EPPSim", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "EPPLoad", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        .executableTarget(name: "epp-load", dependencies: [
+            "EPPLoad", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "EPPProtobufTests", dependencies: ["EPPProtobuf"]),
+        .testTarget(name: "EPPCoreTests", dependencies: ["EPPEventLoop", "EPPHTTP2", "EPPGRPC", "EPPProtobuf"]),
+        .testTarget(name: "EPPPickerTests", dependencies: ["EPPPicker", "EPPProtobuf"]),
+        .testTarget(name: "EPPServerTests", dependencies: ["EPPServer", "EPPPicker", "EPPProtobuf"]),
+        .testTarget(name: "EPPSimTests", dependencies: [
+            "EPPSim", "EPPLoad",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef EPP_CNGHTTP2_SHIM_H
+#define EPP_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

@@ -1,0 +1,1 @@
+// EPPHTTP2 module
