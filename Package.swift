@@ -6,6 +6,7 @@
 //   EPPHTTP2      – HTTP/2 server connections on libnghttp2, TLS on OpenSSL
 //   EPPGRPC       – gRPC framing, status, service routing on top of HTTP/2 streams
 //   EPPProtobuf   – hand-written protobuf wire codec + ext_proc / grpc.health.v1 messages
+//   EPPObservability – metrics registry (lock-free counters/histograms) and Prometheus text rendering
 //   EPPPicker     – the picker domain: ext_proc stream state machine, request parsing, datastore, scheduling
 //   EPPServer     – wiring: services, health, metrics endpoint, process lifecycle
 //   executables   – epp (the picker), epp-sim (model-server simulator), epp-load (load generator)
@@ -38,23 +39,25 @@ let package = Package(
         .target(name: "EPPEventLoop", dependencies: ["CLinux", .product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPHTTP2", dependencies: ["EPPEventLoop", "CNghttp2", "COpenSSL", "CLinux"]),
         .target(name: "EPPProtobuf"),
+        .target(name: "EPPObservability", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
         .target(name: "EPPPicker", dependencies: [
-            "EPPProtobuf", "EPPEventLoop", "CLinux",
+            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "CLinux",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "EPPServer", dependencies: [
-            "EPPPicker", "EPPGRPC", "EPPHTTP2", "EPPEventLoop", "EPPProtobuf", "CLinux",
+            "EPPPicker", "EPPGRPC", "EPPHTTP2", "EPPEventLoop", "EPPProtobuf", "EPPObservability", "CLinux",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
-        .executableTarget(name: "epp", dependencies: [
-            "EPPServer", "EPPPicker",
+        .target(name: "EPPApp", dependencies: [
+            "EPPServer", "EPPPicker", "EPPEventLoop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .executableTarget(name: "epp", dependencies: ["EPPApp"]),
 
         // Test tools: model-server simulator and load generator (HTTP/1.1, streaming).
         .target(name: "EPPSim", dependencies: [
@@ -74,7 +77,7 @@ let package = Package(
         .testTarget(name: "EPPProtobufTests", dependencies: ["EPPProtobuf"]),
         .testTarget(name: "EPPCoreTests", dependencies: ["EPPEventLoop", "EPPHTTP2", "EPPGRPC", "EPPProtobuf"]),
         .testTarget(name: "EPPPickerTests", dependencies: ["EPPPicker", "EPPProtobuf"]),
-        .testTarget(name: "EPPServerTests", dependencies: ["EPPServer", "EPPPicker", "EPPProtobuf"]),
+        .testTarget(name: "EPPServerTests", dependencies: ["EPPServer", "EPPPicker", "EPPProtobuf", "EPPApp", "EPPEventLoop"]),
         .testTarget(name: "EPPSimTests", dependencies: [
             "EPPSim", "EPPLoad",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -16,4 +16,60 @@ static inline uint64_t shim_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPR
 static inline uint64_t shim_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t shim_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
 static inline long shim_SSL_MODE_PARTIAL_WRITE_MOVING(void) { return SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS; }
+
+/* A self-signed P-256 certificate for CN=epp (+SAN localhost, 127.0.0.1), valid 10 years, installed in ctx.
+   Written in C because the EVP/X509 helpers used here are macros or variadic in OpenSSL 3. Returns 1 on success. */
+static inline int shim_use_self_signed_certificate(SSL_CTX *ctx) {
+    int ok = 0;
+    EVP_PKEY *key = NULL; X509 *crt = NULL; X509_EXTENSION *ext = NULL; X509V3_CTX v3;
+    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
+    if (!kctx || EVP_PKEY_keygen_init(kctx) <= 0) goto done;
+    if (EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_X9_62_prime256v1) <= 0) goto done;
+    if (EVP_PKEY_keygen(kctx, &key) <= 0) goto done;
+    crt = X509_new();
+    if (!crt) goto done;
+    X509_set_version(crt, 2);
+    {
+        unsigned char serial[16]; RAND_bytes(serial, sizeof serial); serial[0] &= 0x7f;
+        BIGNUM *bn = BN_bin2bn(serial, sizeof serial, NULL);
+        BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(crt)); BN_free(bn);
+    }
+    X509_gmtime_adj(X509_getm_notBefore(crt), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(crt), 60L * 60 * 24 * 3650);
+    X509_set_pubkey(crt, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(crt), "CN", MBSTRING_ASC, (const unsigned char *)"epp", -1, -1, 0);
+    X509_set_issuer_name(crt, X509_get_subject_name(crt));
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, crt, crt, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+    if (ext) { X509_add_ext(crt, ext, -1); X509_EXTENSION_free(ext); }
+    if (!X509_sign(crt, key, EVP_sha256())) goto done;
+    if (SSL_CTX_use_certificate(ctx, crt) != 1) goto done;
+    if (SSL_CTX_use_PrivateKey(ctx, key) != 1) goto done;
+    ok = SSL_CTX_check_private_key(ctx) == 1;
+done:
+    if (kctx) EVP_PKEY_CTX_free(kctx);
+    if (key) EVP_PKEY_free(key);
+    if (crt) X509_free(crt);
+    return ok;
+}
+/* ALPN: select "h2" when the client offers it; otherwise no ALPN agreement (client gets no protocol). */
+static int shim_alpn_select_h2(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                               const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl; (void)arg;
+    static const unsigned char h2[] = {2, 'h', '2'};
+    unsigned char *sel = NULL; unsigned char sellen = 0;
+    if (SSL_select_next_proto(&sel, &sellen, h2, sizeof h2, in, inlen) != OPENSSL_NPN_NEGOTIATED) return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel; *outlen = sellen;
+    return SSL_TLSEXT_ERR_OK;
+}
+static inline void shim_SSL_CTX_enable_alpn_h2(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, shim_alpn_select_h2, NULL); }
+static inline int shim_alpn_is_h2(const SSL *ssl) {
+    const unsigned char *p = NULL; unsigned int n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
+static inline int shim_ssl_error_want_read(void) { return SSL_ERROR_WANT_READ; }
+static inline int shim_ssl_error_want_write(void) { return SSL_ERROR_WANT_WRITE; }
+static inline int shim_ssl_error_zero_return(void) { return SSL_ERROR_ZERO_RETURN; }
 #endif

@@ -1,0 +1,146 @@
+import ArgumentParser
+import EPPEventLoop
+import EPPPicker
+import EPPServer
+import Glibc
+import Logging
+
+/// Command-line front of `epp`. Flag names follow the reference EPP (`pkg/epp/server/options.go`).
+public struct EPPCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "epp",
+        abstract: "EndpointPicker: an Envoy ext_proc endpoint picker for LLM inference gateways.")
+
+    @Option(help: "ext_proc gRPC port.") var grpcPort: Int = 9002
+    @Option(help: "gRPC health port (grpc.health.v1).") var grpcHealthPort: Int = 9003
+    @Option(help: "Prometheus /metrics, /healthz and /readyz port.") var metricsPort: Int = 9090
+    @Option(help: "Address to listen on.") var bindAddress: String = "0.0.0.0"
+    @Option(help: "Serve ext_proc over TLS (ALPN h2); --secure-serving=false for h2c.") var secureServing: Bool = true
+    @Option(help: "Directory with tls.crt and tls.key (default: a self-signed certificate made at start).") var certPath: String?
+    @Option(help: "Endpoints file (YAML or JSON: endpoints: [{name, address, port, labels}]).") var endpointsFile: String?
+    @Option(help: "EndpointPickerConfig YAML file.") var configFile: String?
+    @Option(help: "Event loops (threads); default: number of cores.") var workers: Int = EventLoopGroup.coreCount
+    @Option(help: "Largest request body accepted (bytes); larger ⇒ 413.") var maxRequestBodyBytes: Int = 8 << 20
+    @Option(help: "Largest gRPC message accepted (bytes); larger ⇒ RESOURCE_EXHAUSTED.") var maxReceiveMessageBytes: Int = 4 << 20
+    @Option(help: "Seconds in-flight streams get to finish after SIGTERM.") var drainTimeout: Double = 30
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
+
+    public init() {}
+
+    public func validate() throws {
+        for (name, port) in [("--grpc-port", grpcPort), ("--grpc-health-port", grpcHealthPort), ("--metrics-port", metricsPort)] {
+            guard (0...65535).contains(port) else { throw ValidationError("\(name) must be 0..65535, got \(port)") }
+        }
+        guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be 1..256, got \(workers)") }
+        guard maxRequestBodyBytes > 0 else { throw ValidationError("--max-request-body-bytes must be positive") }
+        guard maxReceiveMessageBytes >= 1024 else { throw ValidationError("--max-receive-message-bytes must be ≥ 1024") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
+        }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
+    }
+
+    public func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let log = Logger(label: "epp")
+
+        let datastore = Datastore()
+        if let path = endpointsFile {
+            do {
+                datastore.replace(with: try EndpointsFile.load(path: path))
+            } catch {
+                throw StartupError("endpoints file \(path): \(error)")
+            }
+        }
+        if let path = configFile {
+            do { _ = try PickerConfigFile.load(path: path) } catch { throw StartupError("config file \(path): \(error)") }
+        }
+
+        var options = PickerServerOptions()
+        options.bindAddress = bindAddress
+        options.grpcPort = grpcPort
+        options.grpcHealthPort = grpcHealthPort
+        options.metricsPort = metricsPort
+        options.secureServing = secureServing
+        options.certPath = certPath
+        options.workers = workers
+        options.extProcLimits.maxRequestBodyBytes = maxRequestBodyBytes
+        options.maxReceiveMessageBytes = maxReceiveMessageBytes
+
+        // Signals are taken synchronously by this (control) thread; loops never see them.
+        signal(SIGPIPE, SIG_IGN)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&mask, s) }
+        pthread_sigmask(SIG_BLOCK, &mask, nil)
+
+        let server: PickerServer
+        do {
+            server = try PickerServer(options: options, datastore: datastore) { _ in LeastInFlightScheduler(datastore: datastore) }
+        } catch {
+            throw StartupError("\(error)")
+        }
+        server.health.setEndpointsLoaded(datastore.hasLoaded && !datastore.snapshot().isEmpty)
+        server.start()
+        log.info("epp listening", metadata: [
+            "ext_proc": "\(bindAddress):\(server.grpcPort) (\(secureServing ? "TLS" : "h2c"))",
+            "health": "\(server.healthPort)", "metrics": "\(server.metricsPort)",
+            "workers": "\(workers)", "endpoints": "\(datastore.snapshot().endpoints.count)",
+        ])
+
+        while true {
+            var sig: Int32 = 0
+            sigwait(&mask, &sig)
+            if sig == SIGHUP {
+                if let path = endpointsFile {
+                    do {
+                        datastore.replace(with: try EndpointsFile.load(path: path))
+                        server.health.setEndpointsLoaded(!datastore.snapshot().isEmpty)
+                        log.info("endpoints reloaded", metadata: ["count": "\(datastore.snapshot().endpoints.count)"])
+                    } catch {
+                        log.error("endpoints reload failed; keeping the previous set", metadata: ["error": "\(error)"])
+                    }
+                }
+                continue
+            }
+            log.info("draining", metadata: ["signal": "\(sig)", "timeout_s": "\(drainTimeout)"])
+            server.drain(timeoutSeconds: drainTimeout)
+            server.stop()
+            log.info("stopped")
+            return
+        }
+    }
+}
+
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+public enum EPPApp {
+    /// Parses flags (Go-style `--flag=false` booleans accepted), runs, and exits 2 with one line on bad
+    /// flags or files.
+    public static func main(_ argv: [String]) -> Never {
+        let args = Array(argv.dropFirst()).map { $0 == "--secure-serving" ? "--secure-serving=true" : $0 }
+        do {
+            var command = try EPPCommand.parseAsRoot(args)
+            try command.run()
+            exit(0)
+        } catch {
+            if EPPCommand.exitCode(for: error) == .success {
+                print(EPPCommand.fullMessage(for: error))
+                exit(0)
+            }
+            let message: String
+            if let e = error as? StartupError { message = e.description } else { message = EPPCommand.message(for: error) }
+            let line = "epp: error: \(message.split(separator: "\n").joined(separator: "; "))\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+            exit(2)
+        }
+    }
+}

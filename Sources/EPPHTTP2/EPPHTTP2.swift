@@ -1,1 +1,0 @@
-// EPPHTTP2 module

@@ -1,0 +1,287 @@
+import CLinux
+import CNghttp2
+import COpenSSL
+import EPPEventLoop
+import Glibc
+
+/// A server-side HTTP/2 connection (h2c with prior knowledge, or TLS with ALPN h2) on one event loop.
+/// Reads feed `nghttp2_session_mem_recv`; output from `nghttp2_session_mem_send` is gathered into one
+/// buffer and written once per loop iteration (`flush`). Owned by its loop (registered handler).
+public final class HTTP2Connection: EventHandler, Flushable {
+    public let fd: Int32
+    public unowned let loop: EventLoop
+    let service: HTTP2Service
+    let settings: HTTP2Settings
+    var session: OpaquePointer?
+    private var ssl: OpaquePointer?
+    private var handshakeDone: Bool
+    private var outBuffer: [UInt8] = []
+    private var outOffset = 0
+    private var writeInterest = false
+    public var flushScheduled = false
+    public private(set) var isClosed = false
+    var streams: [Int32: HTTP2Stream] = [:]
+    private var onClose: ((HTTP2Connection) -> Void)?
+    private var draining = false
+
+    public var openStreamCount: Int { streams.count }
+
+    public init(loop: EventLoop, fd: Int32, service: HTTP2Service, settings: HTTP2Settings,
+                tls: TLSContext?, onClose: @escaping (HTTP2Connection) -> Void) {
+        self.fd = fd
+        self.loop = loop
+        self.service = service
+        self.settings = settings
+        self.onClose = onClose
+        self.handshakeDone = tls == nil
+        if let tls {
+            ssl = SSL_new(tls.ctx)
+            SSL_set_fd(ssl, fd)
+            SSL_set_accept_state(ssl)
+            _ = shim_SSL_set_mode(ssl, shim_SSL_MODE_PARTIAL_WRITE_MOVING())
+        }
+        var s: OpaquePointer?
+        let rc = nghttp2_session_server_new2(&s, HTTP2Callbacks.shared.callbacks,
+                                             Unmanaged.passUnretained(self).toOpaque(), SessionOptions.shared.option)
+        precondition(rc == 0, "nghttp2_session_server_new2 failed")
+        session = s
+        submitPreface()
+        loop.register(fd: fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: self)
+        loop.scheduleFlush(self)
+    }
+
+    private func submitPreface() {
+        var iv: [nghttp2_settings_entry] = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: settings.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialWindowSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue), value: settings.maxFrameSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: settings.maxHeaderListSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+        ]
+        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &iv, iv.count)
+        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, settings.connectionWindowSize)
+    }
+
+    // MARK: events
+
+    public func handleEvents(_ events: UInt32) {
+        if isClosed { return }
+        if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue | EPOLLRDHUP.rawValue) != 0 {
+            if !handshakeDone { driveHandshake() } else { readAvailable() }
+        }
+        if isClosed { return }
+        if events & EPOLLOUT.rawValue != 0 && !handshakeDone { driveHandshake() }
+        loop.scheduleFlush(self)
+    }
+
+    private func driveHandshake() {
+        guard let ssl else { return }
+        let rc = SSL_do_handshake(ssl)
+        if rc == 1 {
+            guard shim_alpn_is_h2(ssl) == 1 else { close(); return }   // gRPC requires h2
+            handshakeDone = true
+            readAvailable()   // the client preface may already sit in OpenSSL's buffer
+            return
+        }
+        let err = SSL_get_error(ssl, rc)
+        if err == shim_ssl_error_want_read() { setWriteInterest(false); return }
+        if err == shim_ssl_error_want_write() { setWriteInterest(true); return }
+        ERR_clear_error()
+        close()   // bad handshake (wrong protocol, no shared cipher, ...): drop just this connection
+    }
+
+    private func readAvailable() {
+        let buf = loop.readBuffer
+        // Plain sockets are level-triggered, so a bounded batch is fair to other connections; TLS must read
+        // until WANT_READ because decrypted bytes buffered inside OpenSSL raise no epoll event.
+        var rounds = 0
+        while !isClosed {
+            let n: Int
+            if let ssl {
+                let r = SSL_read(ssl, buf.baseAddress, Int32(buf.count))
+                if r <= 0 {
+                    let err = SSL_get_error(ssl, r)
+                    if err == shim_ssl_error_want_read() || err == shim_ssl_error_want_write() { return }
+                    ERR_clear_error()
+                    close(); return
+                }
+                n = Int(r)
+            } else {
+                n = read(fd, buf.baseAddress, buf.count)
+                if n < 0 {
+                    let e = shim_errno()
+                    if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return }
+                    close(); return
+                }
+                if n == 0 { close(); return }   // peer closed; streams end as cancelled
+            }
+            let consumed = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+            if consumed < 0 {
+                // Protocol error: nghttp2 queued a GOAWAY; send it, then close.
+                flushOutputOnly()
+                close(); return
+            }
+            rounds += 1
+            if ssl == nil && (rounds >= 16 || n < buf.count) { return }
+        }
+    }
+
+    // MARK: output
+
+    public func flush() {
+        guard !isClosed, handshakeDone else { return }
+        pullFromSession()
+        writeOut()
+        if isClosed { return }
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 && outOffset == outBuffer.count {
+            close()
+        }
+    }
+
+    private func flushOutputOnly() {
+        pullFromSession()
+        writeOut()
+    }
+
+    private func pullFromSession() {
+        while outBuffer.count - outOffset < settings.maxBufferedOutput {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n < 0 { close(); return }
+            if n == 0 { break }
+            outBuffer.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
+        }
+    }
+
+    private func writeOut() {
+        while outOffset < outBuffer.count && !isClosed {
+            let written: Int = outBuffer.withUnsafeBytes { raw in
+                let p = raw.baseAddress! + outOffset
+                let len = raw.count - outOffset
+                if let ssl {
+                    let r = SSL_write(ssl, p, Int32(min(len, Int(Int32.max))))
+                    if r > 0 { return Int(r) }
+                    let err = SSL_get_error(ssl, r)
+                    if err == shim_ssl_error_want_write() || err == shim_ssl_error_want_read() { return 0 }
+                    ERR_clear_error()
+                    return -1
+                }
+                let r = Glibc.write(fd, p, len)
+                if r >= 0 { return r }
+                let e = shim_errno()
+                return (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) ? 0 : -1
+            }
+            if written < 0 { close(); return }
+            if written == 0 { setWriteInterest(true); return }
+            outOffset += written
+        }
+        outBuffer.removeAll(keepingCapacity: outBuffer.capacity <= (1 << 20))
+        outOffset = 0
+        setWriteInterest(false)
+        // More frames may be waiting in nghttp2 if we hit the buffering cap.
+        if nghttp2_session_want_write(session) != 0 { loop.scheduleFlush(self) }
+    }
+
+    private func setWriteInterest(_ on: Bool) {
+        guard on != writeInterest, !isClosed else { return }
+        writeInterest = on
+        loop.modify(fd: fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue | (on ? EPOLLOUT.rawValue : 0))
+    }
+
+    // MARK: stream operations (called by HTTP2Stream)
+
+    func submitResponse(_ stream: HTTP2Stream, headers: HeaderSource, withBody: Bool) {
+        if withBody {
+            var provider = nghttp2_data_provider(
+                source: nghttp2_data_source(ptr: Unmanaged.passUnretained(stream).toOpaque()),
+                read_callback: HTTP2Callbacks.readCallback)
+            submit(headers) { nva, n in _ = nghttp2_submit_response(session, stream.id, nva, n, &provider) }
+        } else {
+            submit(headers) { nva, n in _ = nghttp2_submit_response(session, stream.id, nva, n, nil) }
+        }
+        loop.scheduleFlush(self)
+    }
+
+    func submitTrailers(_ stream: HTTP2Stream, _ trailers: HeaderSource) {
+        submit(trailers) { nva, n in _ = nghttp2_submit_trailer(session, stream.id, nva, n) }
+    }
+
+    private func submit(_ headers: HeaderSource, _ body: (UnsafePointer<nghttp2_nv>, Int) -> Void) {
+        switch headers {
+        case .staticBlock(let b): body(b.nva, b.count)
+        case .dynamic(let pairs): withHeaderBlock(pairs, body)
+        }
+    }
+
+    func resume(_ stream: HTTP2Stream) {
+        if stream.responseStarted { _ = nghttp2_session_resume_data(session, stream.id) }
+        loop.scheduleFlush(self)
+    }
+
+    func resetStream(_ stream: HTTP2Stream, errorCode: UInt32) {
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, errorCode)
+        loop.scheduleFlush(self)
+    }
+
+    // MARK: lifecycle
+
+    /// Graceful shutdown: GOAWAY(2^31-1) now, the final GOAWAY(last stream) after `graceNanoseconds`; the
+    /// connection closes by itself once in-flight streams are done.
+    public func startDrain(graceNanoseconds: UInt64 = 200_000_000) {
+        guard !isClosed, !draining else { return }
+        draining = true
+        _ = nghttp2_submit_shutdown_notice(session)
+        loop.scheduleFlush(self)
+        loop.schedule(afterNanoseconds: graceNanoseconds) { [weak self] in
+            guard let self, !self.isClosed else { return }
+            _ = nghttp2_submit_goaway(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                      nghttp2_session_get_last_proc_stream_id(self.session), NGHTTP2_NO_ERROR.rawValue, nil, 0)
+            self.loop.scheduleFlush(self)
+        }
+    }
+
+    /// Closes the socket now; every open stream is reported closed (CANCEL) to its handler.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.deregister(fd: fd)
+        let open = streams
+        streams.removeAll()
+        for (_, s) in open { s.isClosed = true; s.handler?.streamClosed(s, errorCode: NGHTTP2_CANCEL.rawValue); s.handler = nil; s.context = nil }
+        nghttp2_session_del(session)
+        session = nil
+        if let ssl { SSL_free(ssl) }
+        ssl = nil
+        Glibc.close(fd)
+        onClose?(self)
+        onClose = nil
+    }
+
+    // MARK: nghttp2 callback targets
+
+    func beginStream(_ id: Int32) {
+        let s = HTTP2Stream(id: id, connection: self)
+        streams[id] = s
+        _ = nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(s).toOpaque())
+    }
+
+    @inline(__always)
+    func stream(_ id: Int32) -> HTTP2Stream? {
+        guard let p = nghttp2_session_get_stream_user_data(session, id) else { return nil }
+        return Unmanaged<HTTP2Stream>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    func headersComplete(_ s: HTTP2Stream) {
+        let h = service.handler(for: s)
+        s.handler = h
+        h.streamHeadersComplete(s)
+    }
+
+    func streamClosed(_ id: Int32, errorCode: UInt32) {
+        guard let s = streams.removeValue(forKey: id) else { return }
+        s.isClosed = true
+        s.handler?.streamClosed(s, errorCode: errorCode)
+        s.handler = nil
+        s.context = nil
+    }
+}

@@ -1,0 +1,75 @@
+import Atomics
+import Synchronization
+
+/// A model-server endpoint known to the picker. Identity is (name, ip:port); the object survives reloads
+/// of the endpoint set so in-flight counters stay accurate. Shared by all loops: immutable apart from
+/// atomics.
+public final class Endpoint: Sendable {
+    public let spec: EndpointSpec
+    /// `ip:port`, exactly what goes into `x-gateway-destination-endpoint`.
+    public let hostPort: String
+    /// Requests picked for this endpoint whose ext_proc stream has not ended yet (all loops, all replicas'
+    /// own picks only).
+    public let inFlightRequests = ManagedAtomic<Int>(0)
+    /// Prompt tokens (estimated) of those requests.
+    public let inFlightPromptTokens = ManagedAtomic<Int>(0)
+
+    public init(spec: EndpointSpec) {
+        self.spec = spec
+        self.hostPort = spec.hostPort
+    }
+
+    public var name: String { spec.name }
+}
+
+/// An immutable view of the endpoint set; readers on the request path take one per request.
+public final class EndpointSnapshot: Sendable {
+    public let endpoints: [Endpoint]
+    public let version: Int
+    private let byHostPort: [String: Endpoint]
+
+    init(endpoints: [Endpoint], version: Int) {
+        self.endpoints = endpoints
+        self.version = version
+        var map: [String: Endpoint] = [:]
+        for e in endpoints { map[e.hostPort] = e }
+        byHostPort = map
+    }
+
+    public func endpoint(hostPort: String) -> Endpoint? { byHostPort[hostPort] }
+    public var isEmpty: Bool { endpoints.isEmpty }
+}
+
+/// The set of endpoints, swapped atomically when discovery changes it. Thread-safe.
+public final class Datastore: Sendable {
+    private let current: Mutex<EndpointSnapshot>
+    private let loaded = ManagedAtomic<Bool>(false)
+
+    public init() {
+        current = Mutex(EndpointSnapshot(endpoints: [], version: 0))
+    }
+
+    /// The current set (cheap: one lock, one retain).
+    public func snapshot() -> EndpointSnapshot { current.withLock { $0 } }
+
+    /// True once a first endpoint set was applied (readiness gate).
+    public var hasLoaded: Bool { loaded.load(ordering: .acquiring) }
+
+    /// Replaces the endpoint set; endpoints with the same name and address keep their counters.
+    @discardableResult
+    public func replace(with specs: [EndpointSpec]) -> EndpointSnapshot {
+        let snap = current.withLock { old -> EndpointSnapshot in
+            var reuse: [String: Endpoint] = [:]
+            for e in old.endpoints { reuse[e.name + "|" + e.hostPort] = e }
+            let eps = specs.map { spec -> Endpoint in
+                if let e = reuse[spec.name + "|" + spec.hostPort], e.spec == spec { return e }
+                return Endpoint(spec: spec)
+            }
+            let next = EndpointSnapshot(endpoints: eps, version: old.version + 1)
+            old = next
+            return next
+        }
+        loaded.store(true, ordering: .releasing)
+        return snap
+    }
+}

@@ -1,0 +1,356 @@
+import EPPProtobuf
+
+/// Where a stream's answers go: the gRPC call in production, a recorder in tests.
+public protocol ExtProcOutput: AnyObject {
+    /// Appends one or more gRPC-framed `ProcessingResponse` messages (they leave at the end of the loop
+    /// iteration, together with everything else produced in it).
+    func send(_ appendFramed: (inout [UInt8]) -> Void)
+    /// Ends this stream (only this one) with a gRPC error status.
+    func fail(code: Int, message: String)
+    /// Ends this stream with status OK (Envoy half-closed and everything it needs was answered).
+    func finishOK()
+}
+
+public struct ExtProcLimits: Sendable {
+    /// Request bodies above this get ImmediateResponse 413 and nothing is forwarded.
+    public var maxRequestBodyBytes: Int = 8 << 20
+    /// Body re-chunking size for `streamed_response` (the reference EPP uses 62,000 bytes).
+    public var bodyChunkBytes: Int = 62_000
+
+    public init() {}
+}
+
+/// gRPC status codes this layer reports (kept numeric: the picker domain does not depend on the gRPC layer).
+public enum ExtProcErrorCode {
+    public static let invalidArgument = 3
+    public static let failedPrecondition = 9
+    public static let `internal` = 13
+}
+
+/// One Envoy ext_proc `Process` stream = one downstream HTTP request, in FULL_DUPLEX_STREAMED mode
+/// (ext-proc.md §3, epp-protocol.md §2). Owned by one event loop. Reads top-down:
+///
+///   request_headers ─┬─ end_of_stream ─────────────▶ decide ▶ headers response            (header-only)
+///                    └─ body follows: hold the headers response
+///   request_body*   ── buffer (≤ maxRequestBodyBytes, else 413); on end_of_stream ▶ decide ▶
+///                      headers response, then the body re-chunked (≤ 62,000 B) as streamed_response
+///   request_trailers ─ end of body: decide ▶ headers response, body (eos=false), trailers response
+///   response_headers ▶ answered at once
+///   response_body*  ▶ each chunk echoed at once (SSE tokens are never delayed)
+///   response_trailers ▶ answered
+///   stream end (Envoy RST_STREAM or half-close) ▶ release the endpoint's in-flight count
+///
+/// Every message gets exactly the answers its phase allows, in the order Envoy requires
+/// (request headers → request body → request trailers; response headers → body → trailers).
+/// Anything else is a spurious message: a gRPC error on this stream only.
+public final class ExtProcStream {
+    enum RequestPath: Equatable {
+        case awaitingHeaders
+        case collectingBody          // FDS: headers response held until the body is complete
+        case deciding                // the scheduler is working (possibly asynchronously)
+        case forwarded               // decision sent; the request path is done (or passes through)
+        case rejected                // an ImmediateResponse ended the request
+    }
+
+    enum ResponsePath: Equatable {
+        case awaitingHeaders, streamingBody, done
+    }
+
+    private unowned let output: ExtProcOutput
+    private let scheduler: RequestScheduler
+    private let limits: ExtProcLimits
+    private let observer: ExtProcObserver?
+
+    private(set) var requestPath = RequestPath.awaitingHeaders
+    private(set) var responsePath = ResponsePath.awaitingHeaders
+    private var ended = false
+    private var observability = false
+    private var requestBodyMode = BodySendMode.fullDuplexStreamed.rawValue
+    private var responseBodyMode = BodySendMode.fullDuplexStreamed.rawValue
+
+    private var requestHeaders: [HeaderField] = []
+    private var requestID = ""
+    private var generatedRequestID = false
+    private var subsetHint: SubsetHint?
+    private var headerOnly = false
+    private var bodyEndedWithTrailers = false
+    private var body: [UInt8] = []
+    private var decision: SchedulingDecision?
+    private var finishWhenDecided = false
+    private var headersReceivedAt: UInt64 = 0
+    private var bodyCompletedAt: UInt64 = 0
+
+    public init(output: ExtProcOutput, scheduler: RequestScheduler, limits: ExtProcLimits, observer: ExtProcObserver? = nil) {
+        self.output = output
+        self.scheduler = scheduler
+        self.limits = limits
+        self.observer = observer
+    }
+
+    /// The endpoint chosen for this request, once decided.
+    public var chosenDestination: String? { decision?.destination }
+
+    // MARK: input
+
+    /// One `ProcessingRequest` (protobuf bytes, valid only during the call).
+    public func receive(_ message: UnsafeRawBufferPointer) {
+        guard !ended, requestPath != .rejected else { return }
+        let request: ProcessingRequest
+        do {
+            request = try ProcessingRequest.decode(message)
+        } catch {
+            fail(ExtProcErrorCode.internal, "malformed ProcessingRequest: \(error)")
+            return
+        }
+        if request.observabilityMode { observability = true }
+        if let config = request.protocolConfig {
+            requestBodyMode = config.requestBodyMode
+            responseBodyMode = config.responseBodyMode
+        }
+        switch request.phase {
+        case .requestHeaders: onRequestHeaders(request)
+        case .requestBody: onRequestBody(request, message)
+        case .requestTrailers: onRequestTrailers()
+        case .responseHeaders: onResponseHeaders(request)
+        case .responseBody: onResponseBody(request, message)
+        case .responseTrailers: onResponseTrailers()
+        case .none: spurious("ProcessingRequest has no request oneof set")
+        }
+    }
+
+    /// Envoy half-closed the stream (graceful close): finish with OK once nothing is pending.
+    public func clientHalfClosed() {
+        if requestPath == .deciding { finishWhenDecided = true } else { output.finishOK() }
+    }
+
+    /// The stream is gone (Envoy's normal RST_STREAM, client cancel, connection loss, or our own finish).
+    public func streamEnded() {
+        guard !ended else { return }
+        ended = true
+        if let d = decision { scheduler.release(d); decision = nil }
+        body = []
+    }
+
+    // MARK: request path
+
+    private func onRequestHeaders(_ request: ProcessingRequest) {
+        guard requestPath == .awaitingHeaders else { return spurious("request_headers received twice") }
+        headersReceivedAt = observer?.now() ?? 0
+        requestHeaders = request.headers
+        if let id = request.header("x-request-id"), !id.isEmpty {
+            requestID = id
+        } else {
+            requestID = observer?.newRequestID() ?? ExtProcStream.fallbackRequestID()
+            generatedRequestID = true
+        }
+        subsetHint = SubsetHint.from(metadata: request.metadataContext)
+        if observability { requestPath = .forwarded; return }   // observe only: never answer
+
+        if request.endOfStream {
+            headerOnly = true
+            decide()
+        } else if requestBodyMode == BodySendMode.fullDuplexStreamed.rawValue {
+            requestPath = .collectingBody
+            if let cl = request.header("content-length"), let n = Int(cl), n > 0 {
+                body.reserveCapacity(min(n, limits.maxRequestBodyBytes))
+            }
+        } else {
+            // NONE / STREAMED / BUFFERED: Envoy waits for this answer before sending any body, so the
+            // decision cannot see the body; body messages are then acknowledged unchanged.
+            decide()
+        }
+    }
+
+    private func onRequestBody(_ request: ProcessingRequest, _ message: UnsafeRawBufferPointer) {
+        if observability { return }
+        switch requestPath {
+        case .collectingBody:
+            let chunk = UnsafeRawBufferPointer(rebasing: message[request.body])
+            if body.count + chunk.count > limits.maxRequestBodyBytes {
+                return reject(.tooLarge)
+            }
+            body.append(contentsOf: chunk)
+            if request.endOfStream {
+                bodyCompletedAt = observer?.now() ?? 0
+                decide()
+            }
+        case .forwarded where requestBodyMode != BodySendMode.fullDuplexStreamed.rawValue:
+            send(.init(.requestBody(nil)))   // non-FDS: one BodyResponse per chunk, unchanged
+        default:
+            spurious("request_body received while \(requestPath)")
+        }
+    }
+
+    private func onRequestTrailers() {
+        if observability { return }
+        switch requestPath {
+        case .collectingBody:
+            // Trailers end the body (the reference never schedules such requests; we do).
+            bodyEndedWithTrailers = true
+            bodyCompletedAt = observer?.now() ?? 0
+            decide()
+        case .forwarded where requestBodyMode != BodySendMode.fullDuplexStreamed.rawValue:
+            send(.init(.requestTrailers(nil)))
+        default:
+            spurious("request_trailers received while \(requestPath)")
+        }
+    }
+
+    private func decide() {
+        requestPath = .deciding
+        let hasBody = !headerOnly && requestBodyMode == BodySendMode.fullDuplexStreamed.rawValue
+        body.withUnsafeBytes { bytes in
+            let request = SchedulingRequest(
+                requestID: requestID, path: requestHeaders.first { $0.name == ":path" }?.value ?? "",
+                headers: requestHeaders, body: hasBody ? bytes : UnsafeRawBufferPointer(start: nil, count: 0),
+                headerOnly: headerOnly || !hasBody, subsetHint: subsetHint)
+            scheduler.schedule(request) { [weak self] outcome in self?.decided(outcome) }
+        }
+    }
+
+    private func decided(_ outcome: SchedulingOutcome) {
+        guard !ended, requestPath == .deciding else {
+            if case .decided(let d) = outcome { scheduler.release(d) }   // stream went away meanwhile
+            return
+        }
+        switch outcome {
+        case .rejected(let error):
+            reject(error)
+        case .decided(let d):
+            decision = d
+            observer?.decided(self, headersAt: headersReceivedAt, bodyAt: bodyCompletedAt)
+            let forwardBody = !headerOnly && requestBodyMode == BodySendMode.fullDuplexStreamed.rawValue
+            output.send { out in
+                appendHeadersResponse(d, to: &out)
+                if forwardBody { appendBody(d.rewrittenBody, to: &out) }
+                if forwardBody && bodyEndedWithTrailers {
+                    ProcessingResponse(.requestTrailers(nil)).appendGRPCFrame(to: &out)
+                }
+            }
+            requestPath = .forwarded
+            body = []   // the bytes now live in the stream's output queue
+        }
+        if finishWhenDecided { output.finishOK() }
+    }
+
+    private func appendHeadersResponse(_ d: SchedulingDecision, to out: inout [UInt8]) {
+        var set = [HeaderValueOption(key: EPPHeaders.destinationEndpoint, rawValue: d.destination)]
+        if generatedRequestID { set.append(HeaderValueOption(key: "x-request-id", rawValue: requestID)) }
+        set.append(contentsOf: d.setHeaders)
+        var lb = ProtoStruct([(EPPHeaders.destinationEndpoint, .string(d.destination))])
+        for (k, v) in d.extraMetadata { lb.set(k, v) }
+        let response = ProcessingResponse(
+            .requestHeaders(CommonResponse(headerMutation: HeaderMutation(setHeaders: set, removeHeaders: d.removeHeaders),
+                                           clearRouteCache: true)),
+            dynamicMetadata: ProtoStruct([("envoy.lb", .structValue(lb))]))
+        response.appendGRPCFrame(to: &out)
+    }
+
+    /// The body, unchanged (or rewritten), as `streamed_response` chunks of ≤ bodyChunkBytes; the last one
+    /// carries end_of_stream unless trailers follow. An empty body without trailers is one empty eos chunk.
+    private func appendBody(_ replacement: [UInt8]?, to out: inout [UInt8]) {
+        let bytes = replacement ?? body
+        let eos = !bodyEndedWithTrailers
+        bytes.withUnsafeBytes { all in
+            if all.count == 0 {
+                if eos { appendBodyChunk(all, endOfStream: true, direction: .request, to: &out) }
+                return
+            }
+            var offset = 0
+            while offset < all.count {
+                let end = min(offset + limits.bodyChunkBytes, all.count)
+                appendBodyChunk(UnsafeRawBufferPointer(rebasing: all[offset..<end]),
+                                endOfStream: eos && end == all.count, direction: .request, to: &out)
+                offset = end
+            }
+        }
+    }
+
+    // MARK: response path
+
+    private func onResponseHeaders(_ request: ProcessingRequest) {
+        if observability { return }
+        guard requestPath == .forwarded, responsePath == .awaitingHeaders else {
+            return spurious("response_headers received while request path is \(requestPath), response path \(responsePath)")
+        }
+        send(.init(.responseHeaders(nil)))
+        responsePath = request.endOfStream ? .done : .streamingBody
+    }
+
+    private func onResponseBody(_ request: ProcessingRequest, _ message: UnsafeRawBufferPointer) {
+        if observability { return }
+        guard responsePath == .streamingBody else { return spurious("response_body received while response path is \(responsePath)") }
+        if responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue {
+            // Echo at once: SSE token latency depends on it.
+            let chunk = UnsafeRawBufferPointer(rebasing: message[request.body])
+            output.send { out in appendBodyChunk(chunk, endOfStream: request.endOfStream, direction: .response, to: &out) }
+        } else {
+            send(.init(.responseBody(nil)))
+        }
+        if request.endOfStream { responsePath = .done }
+    }
+
+    private func onResponseTrailers() {
+        if observability { return }
+        guard responsePath == .streamingBody || (responsePath == .awaitingHeaders && requestPath == .forwarded) else {
+            return spurious("response_trailers received while response path is \(responsePath)")
+        }
+        send(.init(.responseTrailers(nil)))
+        responsePath = .done
+    }
+
+    // MARK: output helpers
+
+    private func send(_ response: ProcessingResponse) {
+        output.send { out in response.appendGRPCFrame(to: &out) }
+    }
+
+    private func appendBodyChunk(_ chunk: UnsafeRawBufferPointer, endOfStream: Bool, direction: ProcessingResponse.Direction,
+                                 to out: inout [UInt8]) {
+        ProcessingResponse.appendGRPCFrame(to: &out) { w in
+            ProcessingResponse.encodeStreamedBody(direction: direction, body: chunk, endOfStream: endOfStream,
+                                                  dynamicMetadata: nil, into: &w)
+        }
+    }
+
+    /// Ends the request with an ImmediateResponse (`inference error: <Code> - <Msg>`).
+    private func reject(_ error: RequestError) {
+        requestPath = .rejected
+        body = []
+        observer?.rejected(self, error)
+        send(.init(.immediate(ImmediateResponse(status: error.httpStatus, body: error.body,
+                                                details: "epp_" + error.code))))
+    }
+
+    private func spurious(_ what: String) {
+        fail(ExtProcErrorCode.failedPrecondition, "spurious message: " + what)
+    }
+
+    private func fail(_ code: Int, _ message: String) {
+        observer?.streamFailed(self, message)
+        output.fail(code: code, message: message)
+    }
+
+    private static func fallbackRequestID() -> String {
+        var r = FastRandom()
+        return r.uuidV4()
+    }
+}
+
+/// Header names of the endpoint-picker protocol.
+public enum EPPHeaders {
+    public static let destinationEndpoint = "x-gateway-destination-endpoint"
+    public static let prefillerHostPort = "x-prefiller-host-port"
+    public static let objective = "x-gateway-inference-objective"
+    public static let modelNameRewrite = "x-gateway-model-name-rewrite"
+    public static let fairnessID = "x-gateway-inference-fairness-id"
+}
+
+/// Hooks for metrics and request ids; one per loop. All optional behaviour of a stream goes through it.
+public protocol ExtProcObserver: AnyObject {
+    func now() -> UInt64
+    func newRequestID() -> String
+    func decided(_ stream: ExtProcStream, headersAt: UInt64, bodyAt: UInt64)
+    func rejected(_ stream: ExtProcStream, _ error: RequestError)
+    func streamFailed(_ stream: ExtProcStream, _ message: String)
+}

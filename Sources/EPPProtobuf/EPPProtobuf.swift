@@ -1,1 +1,0 @@
-// EPPProtobuf module

@@ -1,0 +1,181 @@
+import CLinux
+import EPPEventLoop
+import EPPGRPC
+import EPPHTTP2
+import EPPPicker
+import Glibc
+
+public struct PickerServerOptions: Sendable {
+    public var bindAddress = "0.0.0.0"
+    public var grpcPort = 9002
+    public var grpcHealthPort = 9003
+    public var metricsPort = 9090
+    public var secureServing = true
+    public var certPath: String?
+    public var workers = EventLoopGroup.coreCount
+    public var extProcLimits = ExtProcLimits()
+    public var maxReceiveMessageBytes = 4 << 20
+    public var http2 = HTTP2Settings()
+
+    public init() {}
+}
+
+/// Everything one event loop owns: its listeners, connections, scheduler and observers.
+/// Touched only on its loop; other threads merely hand it to `loop.execute` (hence @unchecked Sendable).
+final class LoopContext: @unchecked Sendable {
+    let loop: EventLoop
+    let scheduler: RequestScheduler
+    let observer: LoopObserver
+    let watchers = HealthWatchers()
+    var listeners: [TCPListener] = []
+    var connections: [Int32: HTTP2Connection] = [:]
+
+    init(loop: EventLoop, scheduler: RequestScheduler, observer: LoopObserver) {
+        self.loop = loop
+        self.scheduler = scheduler
+        self.observer = observer
+    }
+}
+
+/// The picker process: N loops each accepting ext_proc (+ health) on its own SO_REUSEPORT socket, the
+/// dedicated gRPC health port, and `/metrics` + probes on loop 0.
+public final class PickerServer: @unchecked Sendable {
+    public let options: PickerServerOptions
+    public let datastore: Datastore
+    public let health: HealthState
+    public let metrics: PickerMetrics
+    public private(set) var grpcPort = 0
+    public private(set) var healthPort = 0
+    public private(set) var metricsPort = 0
+    private let group: EventLoopGroup
+    private var contexts: [LoopContext] = []
+    private var metricsServer: PlainHTTPServer?
+    private let tls: TLSContext?
+
+    /// Binds every socket (so port conflicts fail here, before anything runs).
+    public init(options: PickerServerOptions, datastore: Datastore, health: HealthState = HealthState(),
+                metrics: PickerMetrics = PickerMetrics(),
+                makeScheduler: (EventLoop) -> RequestScheduler) throws {
+        self.options = options
+        self.datastore = datastore
+        self.health = health
+        self.metrics = metrics
+        tls = options.secureServing ? try TLSContext(certDirectory: options.certPath) : nil
+        group = EventLoopGroup(count: max(1, options.workers))
+        for loop in group.loops {
+            contexts.append(LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics)))
+        }
+
+        let extProcServer = { (ctx: LoopContext) -> GRPCServer in
+            let limits = options.extProcLimits
+            return GRPCServer(routes: [
+                GRPCPaths.extProcProcess: { call in ExtProcCall(call: call, scheduler: ctx.scheduler, limits: limits, observer: ctx.observer) },
+                GRPCPaths.healthCheck: { _ in HealthCheckCall(health: health) },
+                GRPCPaths.healthWatch: { _ in HealthWatchCall(health: health, watchers: ctx.watchers) },
+            ], maxReceiveMessageSize: max(options.maxReceiveMessageBytes, options.extProcLimits.bodyChunkBytes + 4096))
+        }
+        let healthOnlyServer = { (ctx: LoopContext) -> GRPCServer in
+            GRPCServer(routes: [
+                GRPCPaths.healthCheck: { _ in HealthCheckCall(health: health) },
+                GRPCPaths.healthWatch: { _ in HealthWatchCall(health: health, watchers: ctx.watchers) },
+            ], maxReceiveMessageSize: 4 << 20)
+        }
+
+        grpcPort = try bindEverywhere(port: options.grpcPort, tls: tls, makeService: extProcServer)
+        healthPort = try bindEverywhere(port: options.grpcHealthPort, tls: nil, makeService: healthOnlyServer)
+
+        let ready = health
+        let registry = metrics.registry
+        metricsServer = try PlainHTTPServer(loop: group.loops[0], host: options.bindAddress, port: options.metricsPort) { _, path in
+            switch path {
+            case "/metrics":
+                return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.render())
+            case "/healthz":
+                return .init(status: 200, body: "ok\n")
+            case "/readyz":
+                return ready.isReady ? .init(status: 200, body: "ready\n") : .init(status: 503, body: "not ready\n")
+            default:
+                return .init(status: 404, body: "not found\n")
+            }
+        }
+        metricsPort = metricsServer!.port
+
+        let ctxs = contexts
+        health.addChangeListener {
+            for c in ctxs { c.loop.execute { c.watchers.notifyAll() } }
+        }
+        let ds = datastore, m = metrics
+        metrics.registry.addCollector {
+            m.readyPods.labels("").set(Double(ds.snapshot().endpoints.count))
+        }
+    }
+
+    /// One listening socket per loop on the same port (SO_REUSEPORT: the kernel spreads connections).
+    private func bindEverywhere(port: Int, tls: TLSContext?, makeService: (LoopContext) -> GRPCServer) throws -> Int {
+        var actual = port
+        for ctx in contexts {
+            let fd = try Socket.listen(host: options.bindAddress, port: actual, reusePort: true)
+            if actual == 0 { actual = Socket.localPort(fd) }
+            let service = makeService(ctx)
+            let settings = options.http2
+            let listener = TCPListener(loop: ctx.loop, fd: fd) { [unowned ctx] cfd in
+                let conn = HTTP2Connection(loop: ctx.loop, fd: cfd, service: service, settings: settings, tls: tls) { [unowned ctx] c in
+                    ctx.connections[c.fd] = nil
+                }
+                ctx.connections[cfd] = conn
+            }
+            ctx.listeners.append(listener)
+        }
+        return actual
+    }
+
+    public func start() { group.start() }
+
+    /// Graceful drain: not ready, stop accepting, GOAWAY everywhere; returns when every connection is gone
+    /// or `timeoutSeconds` passed (then remaining connections are closed).
+    public func drain(timeoutSeconds: Double) {
+        health.setDraining(true)
+        for ctx in contexts {
+            ctx.loop.execute {
+                for l in ctx.listeners { l.close() }
+                for c in ctx.connections.values { c.startDrain() }
+            }
+        }
+        let deadline = EventLoop.now() + UInt64(timeoutSeconds * 1e9)
+        while EventLoop.now() < deadline && openConnectionCount() > 0 {
+            usleep(20_000)
+        }
+        for ctx in contexts {
+            ctx.loop.execute { for c in Array(ctx.connections.values) { c.close() } }
+        }
+    }
+
+    /// Open HTTP/2 connections over all loops (asks each loop; blocks briefly).
+    public func openConnectionCount() -> Int {
+        var total = 0
+        for ctx in contexts {
+            let box = CountBox()
+            let sem = Semaphore()
+            ctx.loop.execute { box.value = ctx.connections.count; sem.signal() }
+            sem.wait()
+            total += box.value
+        }
+        return total
+    }
+
+    public func stop() {
+        group.stop()
+        group.join()
+    }
+}
+
+private final class CountBox: @unchecked Sendable { var value = 0 }
+
+/// A tiny POSIX semaphore wrapper for the control thread (never used on loops).
+final class Semaphore: @unchecked Sendable {
+    private var sem = sem_t()
+    init() { sem_init(&sem, 0, 0) }
+    deinit { sem_destroy(&sem) }
+    func signal() { sem_post(&sem) }
+    func wait() { while sem_wait(&sem) != 0 {} }
+}

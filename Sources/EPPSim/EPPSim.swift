@@ -1,1 +1,0 @@
-// EPPSim module
