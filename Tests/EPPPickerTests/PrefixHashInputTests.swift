@@ -132,3 +132,26 @@ private func hashInput(_ body: String, _ kind: APIKind, sourceLocation: SourceLo
         #expect(r.prefixHashInput(body: Array(bytes.dropLast())) == [])
     }
 }
+
+@Suite struct PrefixHashInputLimitTests {
+    @Test func limitGivesExactPrefix() throws {
+        let bodies: [(String, APIKind)] = [
+            (#"{"model":"m","prompt":"abc\u00e9\"def\"<g>\n\ud83d\ude00 tail text here"}"#, .completions),
+            (#"{"model":"m","prompt":["one","tw\u00f6","three"]}"#, .completions),
+            (#"{"model":"m","messages":[{"role":"system","content":"You are <b>helpful</b>."},{"role":"user","content":[{"type":"text","text":"x\u2028y"},{"type":"image_url","image_url":{"url":"u"}}]},null]}"#, .chatCompletions),
+            (#"{"model":"m","input":[{"b":[1,2.5,{"z":"q&"}],"a":"\u00e9"}],"instructions":"be","tools":[{"t":1}]}"#, .responses),
+            (#"{"model":"m","items":[{"type":"message","role":"user","content":{"k":"v","a":[true]}},{"role":"assistant","content":"ok"}]}"#, .conversations),
+            (#"{"model":"m","input":["a<b","c"]}"#, .embeddings),
+            (#"{"model":"m","input":[10,20,30]}"#, .embeddings),
+        ]
+        for (body, kind) in bodies {
+            let bytes = Array(body.utf8)
+            let r = try ParsedRequest.parse(body: bytes, kind: kind).get()
+            let full = r.prefixHashInput(body: bytes)
+            #expect(!full.isEmpty)
+            for k in 0...(full.count + 2) {
+                #expect(r.prefixHashInput(body: bytes, maxBytes: k) == Array(full.prefix(k)), "\(kind) limit \(k)")
+            }
+        }
+    }
+}

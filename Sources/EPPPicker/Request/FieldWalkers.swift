@@ -27,13 +27,23 @@ enum FieldWalkers {
 
     @inline(__always)
     static func appendDecodedGoQuoted(_ c: JSONCursor, _ tok: JSONStringToken, out: inout [UInt8], scratch: inout [UInt8]) {
+        // Every decoded byte yields at least one output byte, so decoding
+        // more than the remaining budget can't change the kept prefix.
+        let budget = c.emitLimit == .max ? Int.max : c.emitLimit - out.count
         scratch.removeAll(keepingCapacity: true)
-        decodeJSONString(c.b, tok, into: &scratch)
+        scratch.reserveCapacity(min(budget, tok.end - tok.start))
+        decodeJSONString(c.b, tok, into: &scratch, maxOut: budget)
         appendGoQuoted(scratch, to: &out)
     }
 
     @inline(__always)
     static func isNull(_ c: JSONCursor) -> Bool { c.peek() == ASCII.n }
+
+    /// In emit mode, stops the walk once the output budget is used up.
+    @inline(__always)
+    static func checkLimit(_ c: JSONCursor, _ out: [UInt8], _ emit: Bool = true) throws(JSONScanError) {
+        if emit && out.count >= c.emitLimit { throw JSONScanError.limitReached }
+    }
 
     @inline(__always)
     static func appendLiteral(_ s: StaticString, _ out: inout [UInt8]) {
@@ -82,6 +92,7 @@ enum FieldWalkers {
         if emit { out.append(ASCII.lbracket) }
         let arrayLevel = level + 1
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
+            try checkLimit(c, out, emit)
             if emit && count > 0 { out.append(ASCII.comma) }
             count += 1
             guard let e = c.peek() else { throw c.eofError() }
@@ -162,6 +173,7 @@ enum FieldWalkers {
         let arrayLevel = level + 1
         if emit { out.append(ASCII.lbracket) }
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
+            try checkLimit(c, out, emit)
             if emit && count > 0 { out.append(ASCII.comma) }
             count += 1
             var type: JSONStringToken? = nil
@@ -286,14 +298,14 @@ enum FieldWalkers {
             return .absent
         case ASCII.quote:
             let tok = try c.scanString()
-            if emit { decodeJSONString(c.b, tok, into: &out) }
+            if emit { decodeJSONString(c.b, tok, into: &out, maxOut: c.emitLimit == .max ? .max : c.emitLimit - out.count) }
             return tok.contentEnd > tok.contentStart ? .ok : .empty
         case ASCII.lbracket:
             var n = 0
             let kind = try classifyArray(&c, level: level) { (c, tok) in
                 if emit {
                     if n > 0 { out.append(ASCII.space) }
-                    decodeJSONString(c.b, tok, into: &out)
+                    decodeJSONString(c.b, tok, into: &out, maxOut: c.emitLimit == .max ? .max : c.emitLimit - out.count)
                 }
                 n += 1
             }
@@ -437,6 +449,7 @@ enum FieldWalkers {
         let arrayLevel = level + 1
         if emit { out.append(ASCII.lbracket) }
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
+            try checkLimit(c, out, emit)
             if emit && count > 0 { out.append(ASCII.comma) }
             count += 1
             guard let e = c.peek() else { throw c.eofError() }
@@ -521,6 +534,7 @@ enum FieldWalkers {
             var wrote = false
             for (i, idx) in order.enumerated() {
                 if i + 1 < order.count, members[order[i + 1]].key == members[idx].key { continue }
+                try checkLimit(c, out)
                 if wrote { out.append(ASCII.comma) }
                 wrote = true
                 appendGoQuoted(members[idx].key, to: &out)
@@ -534,6 +548,7 @@ enum FieldWalkers {
             var n = 0
             let arrLevel = level + 1
             try c.forEachElement(level: arrLevel) { (c) throws(JSONScanError) in
+                try checkLimit(c, out)
                 if n > 0 { out.append(ASCII.comma) }
                 n += 1
                 try generic(&c, level: arrLevel, out: &out, scratch: &scratch)

@@ -21,6 +21,9 @@ public struct JSONScanError: Error, Sendable, Equatable, CustomStringConvertible
         self.offset = offset
     }
     public var description: String { message }
+
+    /// Internal sentinel: an emit-mode walker reached `JSONCursor.emitLimit`.
+    static let limitReached = JSONScanError(message: "output limit reached", offset: -1)
 }
 
 /// A scanned string token. `start` is the offset of the opening quote, `end`
@@ -82,6 +85,9 @@ struct JSONCursor {
     let end: Int
     var pos: Int
     let maxDepth: Int
+    /// Emit-mode walkers stop once their output reaches this many bytes
+    /// (prefix-hash input is only needed up to the scorer's cap).
+    var emitLimit = Int.max
 
     init(_ raw: UnsafeRawBufferPointer, start: Int = 0, end: Int? = nil, maxDepth: Int = 128) {
         self.b = raw.assumingMemoryBound(to: UInt8.self)
@@ -99,7 +105,9 @@ struct JSONCursor {
 
     /// A new cursor over `range` of the same buffer.
     func sub(_ range: Range<Int>) -> JSONCursor {
-        JSONCursor(b, start: range.lowerBound, end: range.upperBound, maxDepth: maxDepth)
+        var c = JSONCursor(b, start: range.lowerBound, end: range.upperBound, maxDepth: maxDepth)
+        c.emitLimit = emitLimit
+        return c
     }
 
     @inline(__always) var atEnd: Bool { pos >= end }
@@ -141,7 +149,8 @@ struct JSONCursor {
         pos += 1
         var esc = false
         while true {
-            // Fast inner loop over ordinary bytes.
+            // Fast inner loops over ordinary bytes: 8 at a time, then single.
+            while pos + 8 <= end, !swarStringSpecial(loadWord(b, pos)) { pos += 8 }
             while pos < end {
                 let c = b[pos]
                 if c == ASCII.quote || c == ASCII.backslash || c < 0x20 { break }
@@ -424,6 +433,25 @@ struct JSONCursor {
 
 @inline(__always) func isDigit(_ c: UInt8) -> Bool { c >= ASCII.zero && c <= ASCII.nine }
 
+// MARK: - SWAR (8 bytes at a time) helpers; exact "any byte matches" tests.
+
+private let swarOnes: UInt64 = 0x0101_0101_0101_0101
+private let swarHigh: UInt64 = 0x8080_8080_8080_8080
+
+@inline(__always) func swarHasZero(_ x: UInt64) -> Bool { ((x &- swarOnes) & ~x & swarHigh) != 0 }
+@inline(__always) func swarHasByte(_ w: UInt64, _ c: UInt8) -> Bool { swarHasZero(w ^ (swarOnes &* UInt64(c))) }
+/// Some byte < n (n ≤ 128).
+@inline(__always) func swarHasLess(_ w: UInt64, _ n: UInt8) -> Bool { ((w &- swarOnes &* UInt64(n)) & ~w & swarHigh) != 0 }
+
+@inline(__always) func loadWord(_ b: UnsafeBufferPointer<UInt8>, _ i: Int) -> UInt64 {
+    UnsafeRawPointer(b.baseAddress! + i).loadUnaligned(as: UInt64.self)
+}
+
+/// True if the word holds `"`, `\` or a control byte (string scanning stops there).
+@inline(__always) func swarStringSpecial(_ w: UInt64) -> Bool {
+    swarHasByte(w, ASCII.quote) || swarHasByte(w, ASCII.backslash) || swarHasLess(w, 0x20)
+}
+
 @inline(__always) func hexValue(_ c: UInt8) -> UInt32? {
     switch c {
     case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(c - UInt8(ascii: "0"))
@@ -499,18 +527,32 @@ func quoteByte(_ c: UInt8) -> String {
 /// Appends the decoded UTF-8 content of a (validated) string token. Escapes
 /// are resolved (`\uXXXX` including surrogate pairs; lone surrogates become
 /// U+FFFD), invalid UTF-8 bytes become U+FFFD one per byte, like Go.
-func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, into out: inout [UInt8]) {
+func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, into out: inout [UInt8],
+                      maxOut: Int = .max) {
     var i = tok.contentStart
     let end = tok.contentEnd
-    while i < end {
+    let stopAt = maxOut == .max ? Int.max : out.count + max(0, maxOut)
+    while i < end && out.count < stopAt {
+        // Bulk-copy a run of plain ASCII (no escapes), within the budget.
+        let runEnd = stopAt == .max ? end : min(end, i + (stopAt - out.count))
+        var j = i
+        while j + 8 <= runEnd {
+            let w = loadWord(b, j)
+            if (w & swarHigh) != 0 || swarHasByte(w, ASCII.backslash) { break }
+            j += 8
+        }
+        while j < runEnd {
+            let c = b[j]
+            if c >= 0x80 || c == ASCII.backslash { break }
+            j += 1
+        }
+        if j > i {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[i..<j]))
+            i = j
+            if i >= end || out.count >= stopAt { break }
+        }
         let c = b[i]
-        if c < 0x80 {
-            if c != ASCII.backslash {
-                out.append(c)
-                i += 1
-                continue
-            }
-            // escape
+        if c == ASCII.backslash {
             let e = b[i + 1]
             i += 2
             switch e {
@@ -544,12 +586,13 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
             }
             continue
         }
+        // non-ASCII: copy a run of valid sequences, U+FFFD per invalid byte
         let n = validUTF8Length(b, i, end)
         if n == 0 {
             out.append(contentsOf: [0xEF, 0xBF, 0xBD] as [UInt8])
             i += 1
         } else {
-            for k in 0..<n { out.append(b[i + k]) }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[i..<(i + n)]))
             i += n
         }
     }
@@ -594,16 +637,35 @@ func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
     var i = 0
     let n = s.count
     while i < n {
+        // Bulk-copy a run of bytes that need no escaping.
+        var j = i
+        while j + 8 <= n {
+            let w = loadWord(s, j)
+            if swarStringSpecial(w) || swarHasByte(w, UInt8(ascii: "<")) || swarHasByte(w, UInt8(ascii: ">"))
+                || swarHasByte(w, UInt8(ascii: "&")) || swarHasByte(w, 0xE2) { break }
+            j += 8
+        }
+        while j < n {
+            let c = s[j]
+            if c < 0x20 || c == ASCII.quote || c == ASCII.backslash || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
+                || c == UInt8(ascii: "&") || c == 0xE2 { break }
+            j += 1
+        }
+        if j > i {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: s[i..<j]))
+            i = j
+            if i >= n { break }
+        }
         let c = s[i]
-        if c >= 0x80 {
-            if c == 0xE2, i + 2 < n, s[i + 1] == 0x80, s[i + 2] == 0xA8 || s[i + 2] == 0xA9 {
+        if c == 0xE2 {
+            if i + 2 < n, s[i + 1] == 0x80, s[i + 2] == 0xA8 || s[i + 2] == 0xA9 {
                 out.append(contentsOf: [ASCII.backslash, ASCII.u, UInt8(ascii: "2"), ASCII.zero, UInt8(ascii: "2")])
                 out.append(s[i + 2] == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9"))
                 i += 3
-                continue
+            } else {
+                out.append(c)
+                i += 1
             }
-            out.append(c)
-            i += 1
             continue
         }
         switch c {
@@ -614,10 +676,8 @@ func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         case ASCII.lf: out.append(ASCII.backslash); out.append(ASCII.n)
         case ASCII.cr: out.append(ASCII.backslash); out.append(ASCII.r)
         case ASCII.tab: out.append(ASCII.backslash); out.append(ASCII.t)
-        case 0..<0x20, UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "&"):
+        default:  // other controls and < > &
             out.append(contentsOf: [ASCII.backslash, ASCII.u, ASCII.zero, ASCII.zero, h[Int(c >> 4)], h[Int(c & 15)]])
-        default:
-            out.append(c)
         }
         i += 1
     }

@@ -20,26 +20,31 @@ extension ParsedRequest {
     /// `body` must be the bytes this request was parsed from (else `[]`).
     /// Known deviation: Go matches struct keys case-insensitively (`"Role"`
     /// counts as `role`); we match exactly.
-    public func prefixHashInput(body: UnsafeRawBufferPointer) -> [UInt8] {
-        guard body.count == bodyCount else { return [] }
+    ///
+    /// `maxBytes` returns exactly the first `maxBytes` bytes of that input and
+    /// stops work early: the scorer hashes at most `maxBlocks × blockChars`
+    /// bytes (default 256 × 64 = 16 384), so pass that.
+    public func prefixHashInput(body: UnsafeRawBufferPointer, maxBytes: Int = .max) -> [UInt8] {
+        guard body.count == bodyCount, maxBytes > 0 else { return [] }
         var out: [UInt8] = []
         var scratch: [UInt8] = []
-        let root = JSONCursor(body, maxDepth: maxDepth)
+        var root = JSONCursor(body, maxDepth: maxDepth)
+        root.emitLimit = maxBytes
         do throws(JSONScanError) {
             switch kind {
             case .completions:
                 guard let r = promptRange else { return [] }
-                out.reserveCapacity(r.count)
+                out.reserveCapacity(min(r.count, maxBytes))
                 var c = root.sub(r)
                 _ = try FieldWalkers.completionsPrompt(&c, level: 1, emit: true, out: &out)
             case .chatCompletions:
                 guard let r = messagesRange else { return [] }
-                out.reserveCapacity(r.count + r.count / 8 + 16)
+                out.reserveCapacity(min(r.count + r.count / 8 + 16, maxBytes))
                 var c = root.sub(r)
                 _ = try FieldWalkers.chatMessages(&c, level: 1, emit: true, out: &out, scratch: &scratch)
             case .responses:
-                out.reserveCapacity((inputRange?.count ?? 0) + (instructionsRange?.count ?? 0)
-                                        + (toolsRange?.count ?? 0) + 48)
+                out.reserveCapacity(min((inputRange?.count ?? 0) + (instructionsRange?.count ?? 0)
+                                            + (toolsRange?.count ?? 0) + 48, maxBytes))
                 out.append(ASCII.lbracket)
                 if let r = instructionsRange {
                     FieldWalkers.appendLiteral("{\"instructions\":", &out)
@@ -63,23 +68,26 @@ extension ParsedRequest {
                 FieldWalkers.appendLiteral("}]", &out)
             case .conversations:
                 guard let r = itemsRange else { return [] }
-                out.reserveCapacity(r.count + 16)
+                out.reserveCapacity(min(r.count + 16, maxBytes))
                 var c = root.sub(r)
                 _ = try FieldWalkers.conversationItems(&c, level: 1, emit: true, out: &out, scratch: &scratch)
             case .embeddings:
                 guard let r = inputRange else { return [] }
-                out.reserveCapacity(r.count + 48)
+                out.reserveCapacity(min(r.count + 48, maxBytes))
                 var c = root.sub(r)
                 _ = try FieldWalkers.embeddingsInput(&c, level: 1, emit: true, out: &out, scratch: &scratch)
             }
         } catch {
-            return []  // unreachable for a body this request was parsed from
+            // limitReached is expected; anything else is unreachable for a
+            // body this request was parsed from
+            if error.offset != JSONScanError.limitReached.offset { return [] }
         }
+        if out.count > maxBytes { out.removeSubrange(maxBytes...) }
         return out
     }
 
-    public func prefixHashInput(body: [UInt8]) -> [UInt8] {
-        body.withUnsafeBytes { prefixHashInput(body: $0) }
+    public func prefixHashInput(body: [UInt8], maxBytes: Int = .max) -> [UInt8] {
+        body.withUnsafeBytes { prefixHashInput(body: $0, maxBytes: maxBytes) }
     }
 
     // MARK: - model splice (§6.2)
