@@ -37,7 +37,7 @@ enum FieldWalkers {
     }
 
     @inline(__always)
-    static func isNull(_ c: JSONCursor) -> Bool { c.peek() == ASCII.n }
+    static func isNull(_ c: JSONCursor) -> Bool { c.peek() == JSONByte.n }
 
     /// In emit mode, stops the walk once the output budget is used up.
     @inline(__always)
@@ -57,9 +57,9 @@ enum FieldWalkers {
         _ c: inout JSONCursor, level: Int, current: JSONStringToken?, valid: inout Bool
     ) throws(JSONScanError) -> JSONStringToken? {
         switch c.peek() {
-        case ASCII.quote:
+        case JSONByte.quote:
             return try c.scanString()
-        case ASCII.n:
+        case JSONByte.n:
             try c.skipValue(level: level)
             return current
         default:
@@ -79,29 +79,29 @@ enum FieldWalkers {
         _ c: inout JSONCursor, level: Int, emit: Bool, out: inout [UInt8], scratch: inout [UInt8]
     ) throws(JSONScanError) -> FieldShape {
         guard let first = c.peek() else { throw c.eofError() }
-        if first == ASCII.n {
+        if first == JSONByte.n {
             try c.skipValue(level: level)
             return .absent
         }
-        guard first == ASCII.lbracket else {
+        guard first == JSONByte.lbracket else {
             try c.skipValue(level: level)
             return .invalid
         }
         var valid = true
         var count = 0
-        if emit { out.append(ASCII.lbracket) }
+        if emit { out.append(JSONByte.lbracket) }
         let arrayLevel = level + 1
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
             try checkLimit(c, out, emit)
-            if emit && count > 0 { out.append(ASCII.comma) }
+            if emit && count > 0 { out.append(JSONByte.comma) }
             count += 1
             guard let e = c.peek() else { throw c.eofError() }
-            if e == ASCII.n {
+            if e == JSONByte.n {
                 try c.skipValue(level: arrayLevel)
                 if emit { appendLiteral("{\"content\":\"\"}", &out) }
                 return
             }
-            guard e == ASCII.lbrace else {
+            guard e == JSONByte.lbrace else {
                 valid = false
                 try c.skipValue(level: arrayLevel)
                 return
@@ -117,13 +117,13 @@ enum FieldWalkers {
                 } else if c.keyEquals(key, "content") {
                     let start = c.pos
                     switch c.peek() {
-                    case ASCII.quote:
+                    case JSONByte.quote:
                         contentString = try c.scanString()
                         contentKind = .string
-                    case ASCII.n:
+                    case JSONByte.n:
                         try c.skipValue(level: objLevel)
                         if contentKind == .none { contentKind = .null }
-                    case ASCII.lbracket:
+                    case JSONByte.lbracket:
                         var ignored: [UInt8] = []
                         if !(try contentBlocks(&c, level: objLevel, emit: false, out: &ignored, scratch: &scratch)) {
                             valid = false
@@ -139,11 +139,11 @@ enum FieldWalkers {
                 }
             }
             guard emit else { return }
-            out.append(ASCII.lbrace)
+            out.append(JSONByte.lbrace)
             if let r = role, r.contentEnd > r.contentStart {
                 appendLiteral("\"role\":", &out)
                 appendDecodedGoQuoted(c, r, out: &out, scratch: &scratch)
-                out.append(ASCII.comma)
+                out.append(JSONByte.comma)
             }
             appendLiteral("\"content\":", &out)
             switch contentKind {
@@ -155,9 +155,9 @@ enum FieldWalkers {
             case .none, .null:
                 appendLiteral("\"\"", &out)
             }
-            out.append(ASCII.rbrace)
+            out.append(JSONByte.rbrace)
         }
-        if emit { out.append(ASCII.rbracket) }
+        if emit { out.append(JSONByte.rbracket) }
         if !valid { return .invalid }
         return count == 0 ? .empty : .ok
     }
@@ -171,10 +171,10 @@ enum FieldWalkers {
         var valid = true
         var count = 0
         let arrayLevel = level + 1
-        if emit { out.append(ASCII.lbracket) }
+        if emit { out.append(JSONByte.lbracket) }
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
             try checkLimit(c, out, emit)
-            if emit && count > 0 { out.append(ASCII.comma) }
+            if emit && count > 0 { out.append(JSONByte.comma) }
             count += 1
             var type: JSONStringToken? = nil
             var text: JSONStringToken? = nil
@@ -183,7 +183,7 @@ enum FieldWalkers {
             var audioFormat: JSONStringToken? = nil
             var videoURL: JSONStringToken? = nil
             guard let e = c.peek() else { throw c.eofError() }
-            if e == ASCII.lbrace {
+            if e == JSONByte.lbrace {
                 let objLevel = arrayLevel + 1
                 try c.forEachMember(level: objLevel) { (key, c) throws(JSONScanError) in
                     if c.keyEquals(key, "type") {
@@ -218,7 +218,7 @@ enum FieldWalkers {
                     }
                 }
             } else {
-                if e != ASCII.n { valid = false }
+                if e != JSONByte.n { valid = false }
                 try c.skipValue(level: arrayLevel)
             }
             guard emit else { return }
@@ -255,7 +255,7 @@ enum FieldWalkers {
             }
             appendLiteral("}}", &out)
         }
-        if emit { out.append(ASCII.rbracket) }
+        if emit { out.append(JSONByte.rbracket) }
         return valid
     }
 
@@ -267,10 +267,10 @@ enum FieldWalkers {
         _ body: (JSONStringToken, inout JSONCursor) throws(JSONScanError) -> Void
     ) throws(JSONScanError) -> Bool {
         switch c.peek() {
-        case ASCII.lbrace:
+        case JSONByte.lbrace:
             try c.forEachMember(level: level + 1, body)
             return true
-        case ASCII.n:
+        case JSONByte.n:
             try c.skipValue(level: level)
             return true
         default:
@@ -293,18 +293,18 @@ enum FieldWalkers {
     ) throws(JSONScanError) -> FieldShape {
         guard let first = c.peek() else { throw c.eofError() }
         switch first {
-        case ASCII.n:
+        case JSONByte.n:
             try c.skipValue(level: level)
             return .absent
-        case ASCII.quote:
+        case JSONByte.quote:
             let tok = try c.scanString()
             if emit { decodeJSONString(c.b, tok, into: &out, maxOut: c.emitLimit == .max ? .max : c.emitLimit - out.count) }
             return tok.contentEnd > tok.contentStart ? .ok : .empty
-        case ASCII.lbracket:
+        case JSONByte.lbracket:
             var n = 0
             let kind = try classifyArray(&c, level: level) { (c, tok) in
                 if emit {
-                    if n > 0 { out.append(ASCII.space) }
+                    if n > 0 { out.append(JSONByte.space) }
                     decodeJSONString(c.b, tok, into: &out, maxOut: c.emitLimit == .max ? .max : c.emitLimit - out.count)
                 }
                 n += 1
@@ -331,17 +331,17 @@ enum FieldWalkers {
             guard let e = c.peek() else { throw c.eofError() }
             var this: ArrayKind
             switch e {
-            case ASCII.quote:
+            case JSONByte.quote:
                 let tok = try c.scanString()
                 this = .strings
                 if kind == .unknown || kind == .strings { onString(c, tok) }
-            case ASCII.minus, ASCII.zero...ASCII.nine:
+            case JSONByte.minus, JSONByte.zero...JSONByte.nine:
                 let tok = try c.scanNumber()
                 this = c.intValue(tok) != nil ? .ints : .mixed
-            case ASCII.lbracket:
+            case JSONByte.lbracket:
                 var allInts = true
                 try c.forEachElement(level: arrayLevel + 1) { (c) throws(JSONScanError) in
-                    if let d = c.peek(), d == ASCII.minus || isDigit(d) {
+                    if let d = c.peek(), d == JSONByte.minus || isJSONDigit(d) {
                         let tok = try c.scanNumber()
                         if c.intValue(tok) == nil { allInts = false }
                     } else {
@@ -375,10 +375,10 @@ enum FieldWalkers {
     ) throws(JSONScanError) -> FieldShape {
         guard let first = c.peek() else { throw c.eofError() }
         switch first {
-        case ASCII.n:
+        case JSONByte.n:
             try c.skipValue(level: level)
             return .absent
-        case ASCII.quote:
+        case JSONByte.quote:
             let tok = try c.scanString()
             if emit {
                 appendLiteral("{\"Raw\":", &out)
@@ -386,13 +386,13 @@ enum FieldWalkers {
                 appendLiteral(",\"Strings\":null,\"TokenIDs\":null}", &out)
             }
             return .ok
-        case ASCII.lbracket:
+        case JSONByte.lbracket:
             let start = c.pos
             var strings: [UInt8] = []
             var n = 0
             let kind = try classifyArray(&c, level: level) { (c, tok) in
                 guard emit else { return }
-                if n > 0 { strings.append(ASCII.comma) }
+                if n > 0 { strings.append(JSONByte.comma) }
                 n += 1
                 scratch.removeAll(keepingCapacity: true)
                 decodeJSONString(c.b, tok, into: &scratch)
@@ -410,7 +410,7 @@ enum FieldWalkers {
                     var k = 0
                     try sub.forEachElement(level: level + 1) { (c) throws(JSONScanError) in
                         let tok = try c.scanNumber()
-                        if k > 0 { out.append(ASCII.comma) }
+                        if k > 0 { out.append(JSONByte.comma) }
                         k += 1
                         out.append(contentsOf: Array(String(c.intValue(tok) ?? 0).utf8))
                     }
@@ -436,27 +436,27 @@ enum FieldWalkers {
         _ c: inout JSONCursor, level: Int, emit: Bool, out: inout [UInt8], scratch: inout [UInt8]
     ) throws(JSONScanError) -> FieldShape {
         guard let first = c.peek() else { throw c.eofError() }
-        if first == ASCII.n {
+        if first == JSONByte.n {
             try c.skipValue(level: level)
             return .absent
         }
-        guard first == ASCII.lbracket else {
+        guard first == JSONByte.lbracket else {
             try c.skipValue(level: level)
             return .invalid
         }
         var valid = true
         var count = 0
         let arrayLevel = level + 1
-        if emit { out.append(ASCII.lbracket) }
+        if emit { out.append(JSONByte.lbracket) }
         try c.forEachElement(level: arrayLevel) { (c) throws(JSONScanError) in
             try checkLimit(c, out, emit)
-            if emit && count > 0 { out.append(ASCII.comma) }
+            if emit && count > 0 { out.append(JSONByte.comma) }
             count += 1
             guard let e = c.peek() else { throw c.eofError() }
             var type: JSONStringToken? = nil
             var role: JSONStringToken? = nil
             var content: Range<Int>? = nil
-            if e == ASCII.lbrace {
+            if e == JSONByte.lbrace {
                 let objLevel = arrayLevel + 1
                 try c.forEachMember(level: objLevel) { (key, c) throws(JSONScanError) in
                     if c.keyEquals(key, "type") {
@@ -465,7 +465,7 @@ enum FieldWalkers {
                         role = try optionalString(&c, level: objLevel, current: role, valid: &valid)
                     } else if c.keyEquals(key, "content") {
                         let start = c.pos
-                        let isNull = c.peek() == ASCII.n
+                        let isNull = c.peek() == JSONByte.n
                         try c.skipValue(level: objLevel)
                         content = isNull ? nil : start..<c.pos
                     } else {
@@ -473,11 +473,11 @@ enum FieldWalkers {
                     }
                 }
             } else {
-                if e != ASCII.n { valid = false }
+                if e != JSONByte.n { valid = false }
                 try c.skipValue(level: arrayLevel)
             }
             guard emit else { return }
-            out.append(ASCII.lbrace)
+            out.append(JSONByte.lbrace)
             var any = false
             if let t = type, t.contentEnd > t.contentStart {
                 appendLiteral("\"type\":", &out)
@@ -494,9 +494,9 @@ enum FieldWalkers {
                 var sub = c.sub(r)
                 try generic(&sub, level: arrayLevel + 1, out: &out, scratch: &scratch)
             }
-            out.append(ASCII.rbrace)
+            out.append(JSONByte.rbrace)
         }
-        if emit { out.append(ASCII.rbracket) }
+        if emit { out.append(JSONByte.rbracket) }
         if !valid { return .invalid }
         return count == 0 ? .empty : .ok
     }
@@ -511,10 +511,10 @@ enum FieldWalkers {
     ) throws(JSONScanError) {
         guard let first = c.peek() else { throw c.eofError() }
         switch first {
-        case ASCII.quote:
+        case JSONByte.quote:
             let tok = try c.scanString()
             appendDecodedGoQuoted(c, tok, out: &out, scratch: &scratch)
-        case ASCII.lbrace:
+        case JSONByte.lbrace:
             var members: [(key: [UInt8], value: Range<Int>)] = []
             let objLevel = level + 1
             try c.forEachMember(level: objLevel) { (key, c) throws(JSONScanError) in
@@ -530,38 +530,38 @@ enum FieldWalkers {
                 if ka == kb { return a < b }
                 return ka.lexicographicallyPrecedes(kb)
             }
-            out.append(ASCII.lbrace)
+            out.append(JSONByte.lbrace)
             var wrote = false
             for (i, idx) in order.enumerated() {
                 if i + 1 < order.count, members[order[i + 1]].key == members[idx].key { continue }
                 try checkLimit(c, out)
-                if wrote { out.append(ASCII.comma) }
+                if wrote { out.append(JSONByte.comma) }
                 wrote = true
                 appendGoQuoted(members[idx].key, to: &out)
-                out.append(ASCII.colon)
+                out.append(JSONByte.colon)
                 var sub = c.sub(members[idx].value)
                 try generic(&sub, level: objLevel, out: &out, scratch: &scratch)
             }
-            out.append(ASCII.rbrace)
-        case ASCII.lbracket:
-            out.append(ASCII.lbracket)
+            out.append(JSONByte.rbrace)
+        case JSONByte.lbracket:
+            out.append(JSONByte.lbracket)
             var n = 0
             let arrLevel = level + 1
             try c.forEachElement(level: arrLevel) { (c) throws(JSONScanError) in
                 try checkLimit(c, out)
-                if n > 0 { out.append(ASCII.comma) }
+                if n > 0 { out.append(JSONByte.comma) }
                 n += 1
                 try generic(&c, level: arrLevel, out: &out, scratch: &scratch)
             }
-            out.append(ASCII.rbracket)
-        case ASCII.t, ASCII.f, ASCII.n:
+            out.append(JSONByte.rbracket)
+        case JSONByte.t, JSONByte.f, JSONByte.n:
             let start = c.pos
             try c.scanLiteral()
             out.append(contentsOf: UnsafeBufferPointer(rebasing: c.b[start..<c.pos]))
-        case ASCII.minus, ASCII.zero...ASCII.nine:
+        case JSONByte.minus, JSONByte.zero...JSONByte.nine:
             let tok = try c.scanNumber()
             let len = tok.end - tok.start
-            let negZero = len == 2 && c.b[tok.start] == ASCII.minus && c.b[tok.start + 1] == ASCII.zero
+            let negZero = len == 2 && c.b[tok.start] == JSONByte.minus && c.b[tok.start + 1] == JSONByte.zero
             if tok.isIntegerLiteral && len <= 15 && !negZero {
                 // exact in float64 and printed identically by Go
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: c.b[tok.start..<tok.end]))

@@ -45,7 +45,7 @@ struct JSONNumberToken {
     var isIntegerLiteral: Bool
 }
 
-enum ASCII {
+enum JSONByte {
     static let quote = UInt8(ascii: "\"")
     static let backslash = UInt8(ascii: "\\")
     static let slash = UInt8(ascii: "/")
@@ -117,7 +117,7 @@ struct JSONCursor {
     @inline(__always) mutating func skipWhitespace() {
         while pos < end {
             let c = b[pos]
-            if c == ASCII.space || c == ASCII.lf || c == ASCII.cr || c == ASCII.tab {
+            if c == JSONByte.space || c == JSONByte.lf || c == JSONByte.cr || c == JSONByte.tab {
                 pos += 1
             } else {
                 return
@@ -153,12 +153,12 @@ struct JSONCursor {
             while pos + 8 <= end, !swarStringSpecial(loadWord(b, pos)) { pos += 8 }
             while pos < end {
                 let c = b[pos]
-                if c == ASCII.quote || c == ASCII.backslash || c < 0x20 { break }
+                if c == JSONByte.quote || c == JSONByte.backslash || c < 0x20 { break }
                 pos += 1
             }
             guard pos < end else { throw eofError() }
             let c = b[pos]
-            if c == ASCII.quote {
+            if c == JSONByte.quote {
                 pos += 1
                 return JSONStringToken(start: start, end: pos, hasEscapes: esc)
             }
@@ -168,13 +168,13 @@ struct JSONCursor {
             pos += 1
             guard pos < end else { throw eofError() }
             switch b[pos] {
-            case ASCII.quote, ASCII.backslash, ASCII.slash, ASCII.b, ASCII.f, ASCII.n, ASCII.r, ASCII.t:
+            case JSONByte.quote, JSONByte.backslash, JSONByte.slash, JSONByte.b, JSONByte.f, JSONByte.n, JSONByte.r, JSONByte.t:
                 pos += 1
-            case ASCII.u:
+            case JSONByte.u:
                 pos += 1
                 for _ in 0..<4 {
                     guard pos < end else { throw eofError() }
-                    guard hexValue(b[pos]) != nil else {
+                    guard jsonHexValue(b[pos]) != nil else {
                         throw invalidChar("in \\u hexadecimal character escape")
                     }
                     pos += 1
@@ -189,36 +189,36 @@ struct JSONCursor {
     mutating func scanNumber() throws(JSONScanError) -> JSONNumberToken {
         let start = pos
         var integer = true
-        if b[pos] == ASCII.minus {
+        if b[pos] == JSONByte.minus {
             pos += 1
             guard pos < end else { throw eofError() }
         }
         let c = b[pos]
-        if c == ASCII.zero {
+        if c == JSONByte.zero {
             pos += 1
-        } else if c > ASCII.zero && c <= ASCII.nine {
+        } else if c > JSONByte.zero && c <= JSONByte.nine {
             pos += 1
-            while pos < end, isDigit(b[pos]) { pos += 1 }
+            while pos < end, isJSONDigit(b[pos]) { pos += 1 }
         } else {
             throw invalidChar("in numeric literal")
         }
-        if pos < end, b[pos] == ASCII.dot {
+        if pos < end, b[pos] == JSONByte.dot {
             integer = false
             pos += 1
             guard pos < end else { throw eofError() }
-            guard isDigit(b[pos]) else { throw invalidChar("after decimal point in numeric literal") }
-            while pos < end, isDigit(b[pos]) { pos += 1 }
+            guard isJSONDigit(b[pos]) else { throw invalidChar("after decimal point in numeric literal") }
+            while pos < end, isJSONDigit(b[pos]) { pos += 1 }
         }
-        if pos < end, b[pos] == ASCII.e || b[pos] == ASCII.E {
+        if pos < end, b[pos] == JSONByte.e || b[pos] == JSONByte.E {
             integer = false
             pos += 1
             guard pos < end else { throw eofError() }
-            if b[pos] == ASCII.plus || b[pos] == ASCII.minus {
+            if b[pos] == JSONByte.plus || b[pos] == JSONByte.minus {
                 pos += 1
                 guard pos < end else { throw eofError() }
             }
-            guard isDigit(b[pos]) else { throw invalidChar("in exponent of numeric literal") }
-            while pos < end, isDigit(b[pos]) { pos += 1 }
+            guard isJSONDigit(b[pos]) else { throw invalidChar("in exponent of numeric literal") }
+            while pos < end, isJSONDigit(b[pos]) { pos += 1 }
         }
         return JSONNumberToken(start: start, end: pos, isIntegerLiteral: integer)
     }
@@ -228,8 +228,8 @@ struct JSONCursor {
         let word: StaticString
         let name: String
         switch b[pos] {
-        case ASCII.t: word = "true"; name = "true"
-        case ASCII.f: word = "false"; name = "false"
+        case JSONByte.t: word = "true"; name = "true"
+        case JSONByte.f: word = "false"; name = "false"
         default: word = "null"; name = "null"
         }
         let n = word.utf8CodeUnitCount
@@ -250,15 +250,15 @@ struct JSONCursor {
     mutating func skipValue(level: Int) throws(JSONScanError) {
         guard pos < end else { throw eofError() }
         switch b[pos] {
-        case ASCII.quote:
+        case JSONByte.quote:
             _ = try scanString()
-        case ASCII.lbrace:
+        case JSONByte.lbrace:
             try skipObject(level: level + 1)
-        case ASCII.lbracket:
+        case JSONByte.lbracket:
             try skipArray(level: level + 1)
-        case ASCII.t, ASCII.f, ASCII.n:
+        case JSONByte.t, JSONByte.f, JSONByte.n:
             try scanLiteral()
-        case ASCII.minus, ASCII.zero...ASCII.nine:
+        case JSONByte.minus, JSONByte.zero...JSONByte.nine:
             _ = try scanNumber()
         default:
             throw invalidChar("looking for beginning of value")
@@ -291,17 +291,17 @@ struct JSONCursor {
         pos += 1
         skipWhitespace()
         guard pos < end else { throw eofError() }
-        if b[pos] == ASCII.rbrace {
+        if b[pos] == JSONByte.rbrace {
             pos += 1
             return
         }
         while true {
             guard pos < end else { throw eofError() }
-            guard b[pos] == ASCII.quote else { throw invalidChar("looking for beginning of object key string") }
+            guard b[pos] == JSONByte.quote else { throw invalidChar("looking for beginning of object key string") }
             let key = try scanString()
             skipWhitespace()
             guard pos < end else { throw eofError() }
-            guard b[pos] == ASCII.colon else { throw invalidChar("after object key") }
+            guard b[pos] == JSONByte.colon else { throw invalidChar("after object key") }
             pos += 1
             skipWhitespace()
             guard pos < end else { throw eofError() }
@@ -309,12 +309,12 @@ struct JSONCursor {
             skipWhitespace()
             guard pos < end else { throw eofError() }
             let c = b[pos]
-            if c == ASCII.comma {
+            if c == JSONByte.comma {
                 pos += 1
                 skipWhitespace()
                 continue
             }
-            if c == ASCII.rbrace {
+            if c == JSONByte.rbrace {
                 pos += 1
                 return
             }
@@ -333,7 +333,7 @@ struct JSONCursor {
         pos += 1
         skipWhitespace()
         guard pos < end else { throw eofError() }
-        if b[pos] == ASCII.rbracket {
+        if b[pos] == JSONByte.rbracket {
             pos += 1
             return
         }
@@ -343,12 +343,12 @@ struct JSONCursor {
             skipWhitespace()
             guard pos < end else { throw eofError() }
             let c = b[pos]
-            if c == ASCII.comma {
+            if c == JSONByte.comma {
                 pos += 1
                 skipWhitespace()
                 continue
             }
-            if c == ASCII.rbracket {
+            if c == JSONByte.rbracket {
                 pos += 1
                 return
             }
@@ -408,13 +408,13 @@ struct JSONCursor {
         guard tok.isIntegerLiteral else { return nil }
         var i = tok.start
         var neg = false
-        if b[i] == ASCII.minus {
+        if b[i] == JSONByte.minus {
             neg = true
             i += 1
         }
         var v = 0
         while i < tok.end {
-            let d = Int(b[i] &- ASCII.zero)
+            let d = Int(b[i] &- JSONByte.zero)
             let (m, o1) = v.multipliedReportingOverflow(by: 10)
             let (a, o2) = neg ? m.subtractingReportingOverflow(d) : m.addingReportingOverflow(d)
             if o1 || o2 { return nil }
@@ -431,7 +431,7 @@ struct JSONCursor {
     }
 }
 
-@inline(__always) func isDigit(_ c: UInt8) -> Bool { c >= ASCII.zero && c <= ASCII.nine }
+@inline(__always) func isJSONDigit(_ c: UInt8) -> Bool { c >= JSONByte.zero && c <= JSONByte.nine }
 
 // MARK: - SWAR (8 bytes at a time) helpers; exact "any byte matches" tests.
 
@@ -449,10 +449,10 @@ private let swarHigh: UInt64 = 0x8080_8080_8080_8080
 
 /// True if the word holds `"`, `\` or a control byte (string scanning stops there).
 @inline(__always) func swarStringSpecial(_ w: UInt64) -> Bool {
-    swarHasByte(w, ASCII.quote) || swarHasByte(w, ASCII.backslash) || swarHasLess(w, 0x20)
+    swarHasByte(w, JSONByte.quote) || swarHasByte(w, JSONByte.backslash) || swarHasLess(w, 0x20)
 }
 
-@inline(__always) func hexValue(_ c: UInt8) -> UInt32? {
+@inline(__always) func jsonHexValue(_ c: UInt8) -> UInt32? {
     switch c {
     case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(c - UInt8(ascii: "0"))
     case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt32(c - UInt8(ascii: "a") + 10)
@@ -465,9 +465,9 @@ private let swarHigh: UInt64 = 0x8080_8080_8080_8080
 func quoteByte(_ c: UInt8) -> String {
     switch c {
     case UInt8(ascii: "'"): return "'\\''"
-    case ASCII.lf: return "'\\n'"
-    case ASCII.cr: return "'\\r'"
-    case ASCII.tab: return "'\\t'"
+    case JSONByte.lf: return "'\\n'"
+    case JSONByte.cr: return "'\\r'"
+    case JSONByte.tab: return "'\\t'"
     case 0x20..<0x7F: return "'" + String(UnicodeScalar(c)) + "'"
     default:
         let hex = Array("0123456789abcdef".utf8)
@@ -477,7 +477,7 @@ func quoteByte(_ c: UInt8) -> String {
 
 // MARK: - string decoding
 
-@inline(__always) func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
+@inline(__always) func appendUTF8Scalar(_ scalar: UInt32, to out: inout [UInt8]) {
     switch scalar {
     case 0..<0x80:
         out.append(UInt8(scalar))
@@ -538,12 +538,12 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
         var j = i
         while j + 8 <= runEnd {
             let w = loadWord(b, j)
-            if (w & swarHigh) != 0 || swarHasByte(w, ASCII.backslash) { break }
+            if (w & swarHigh) != 0 || swarHasByte(w, JSONByte.backslash) { break }
             j += 8
         }
         while j < runEnd {
             let c = b[j]
-            if c >= 0x80 || c == ASCII.backslash { break }
+            if c >= 0x80 || c == JSONByte.backslash { break }
             j += 1
         }
         if j > i {
@@ -552,21 +552,21 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
             if i >= end || out.count >= stopAt { break }
         }
         let c = b[i]
-        if c == ASCII.backslash {
+        if c == JSONByte.backslash {
             let e = b[i + 1]
             i += 2
             switch e {
-            case ASCII.b: out.append(0x08)
-            case ASCII.f: out.append(0x0C)
-            case ASCII.n: out.append(0x0A)
-            case ASCII.r: out.append(0x0D)
-            case ASCII.t: out.append(0x09)
-            case ASCII.u:
+            case JSONByte.b: out.append(0x08)
+            case JSONByte.f: out.append(0x0C)
+            case JSONByte.n: out.append(0x0A)
+            case JSONByte.r: out.append(0x0D)
+            case JSONByte.t: out.append(0x09)
+            case JSONByte.u:
                 var cp = read4Hex(b, i)
                 i += 4
                 if cp >= 0xD800 && cp < 0xDC00 {
                     // high surrogate: needs a following \uDC00-\uDFFF
-                    if i + 6 <= end, b[i] == ASCII.backslash, b[i + 1] == ASCII.u {
+                    if i + 6 <= end, b[i] == JSONByte.backslash, b[i + 1] == JSONByte.u {
                         let lowCP = read4Hex(b, i + 2)
                         if lowCP >= 0xDC00 && lowCP < 0xE000 {
                             cp = 0x10000 + ((cp - 0xD800) << 10) + (lowCP - 0xDC00)
@@ -580,7 +580,7 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
                 } else if cp >= 0xDC00 && cp < 0xE000 {
                     cp = 0xFFFD
                 }
-                appendUTF8(cp, to: &out)
+                appendUTF8Scalar(cp, to: &out)
             default:
                 out.append(e)  // \" \\ \/
             }
@@ -600,7 +600,7 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
 
 @inline(__always) private func read4Hex(_ b: UnsafeBufferPointer<UInt8>, _ i: Int) -> UInt32 {
     var v: UInt32 = 0
-    for k in 0..<4 { v = v << 4 | (hexValue(b[i + k]) ?? 0) }
+    for k in 0..<4 { v = v << 4 | (jsonHexValue(b[i + k]) ?? 0) }
     return v
 }
 
@@ -610,20 +610,20 @@ func decodeJSONString(_ b: UnsafeBufferPointer<UInt8>, _ tok: JSONStringToken, i
 /// control characters); everything else is copied as UTF-8.
 func appendJSONQuoted(_ s: String, to out: inout [UInt8]) {
     let hex = Array("0123456789abcdef".utf8)
-    out.append(ASCII.quote)
+    out.append(JSONByte.quote)
     for c in s.utf8 {
         switch c {
-        case ASCII.quote: out.append(ASCII.backslash); out.append(ASCII.quote)
-        case ASCII.backslash: out.append(ASCII.backslash); out.append(ASCII.backslash)
-        case ASCII.lf: out.append(ASCII.backslash); out.append(ASCII.n)
-        case ASCII.cr: out.append(ASCII.backslash); out.append(ASCII.r)
-        case ASCII.tab: out.append(ASCII.backslash); out.append(ASCII.t)
+        case JSONByte.quote: out.append(JSONByte.backslash); out.append(JSONByte.quote)
+        case JSONByte.backslash: out.append(JSONByte.backslash); out.append(JSONByte.backslash)
+        case JSONByte.lf: out.append(JSONByte.backslash); out.append(JSONByte.n)
+        case JSONByte.cr: out.append(JSONByte.backslash); out.append(JSONByte.r)
+        case JSONByte.tab: out.append(JSONByte.backslash); out.append(JSONByte.t)
         case 0..<0x20:
-            out.append(contentsOf: [ASCII.backslash, ASCII.u, ASCII.zero, ASCII.zero, hex[Int(c >> 4)], hex[Int(c & 15)]])
+            out.append(contentsOf: [JSONByte.backslash, JSONByte.u, JSONByte.zero, JSONByte.zero, hex[Int(c >> 4)], hex[Int(c & 15)]])
         default: out.append(c)
         }
     }
-    out.append(ASCII.quote)
+    out.append(JSONByte.quote)
 }
 
 /// Appends already-decoded, valid UTF-8 text as a string literal the way Go's
@@ -633,7 +633,7 @@ func appendJSONQuoted(_ s: String, to out: inout [UInt8]) {
 func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
     let hex: StaticString = "0123456789abcdef"
     let h = hex.utf8Start
-    out.append(ASCII.quote)
+    out.append(JSONByte.quote)
     var i = 0
     let n = s.count
     while i < n {
@@ -647,7 +647,7 @@ func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         }
         while j < n {
             let c = s[j]
-            if c < 0x20 || c == ASCII.quote || c == ASCII.backslash || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
+            if c < 0x20 || c == JSONByte.quote || c == JSONByte.backslash || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
                 || c == UInt8(ascii: "&") || c == 0xE2 { break }
             j += 1
         }
@@ -659,7 +659,7 @@ func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         let c = s[i]
         if c == 0xE2 {
             if i + 2 < n, s[i + 1] == 0x80, s[i + 2] == 0xA8 || s[i + 2] == 0xA9 {
-                out.append(contentsOf: [ASCII.backslash, ASCII.u, UInt8(ascii: "2"), ASCII.zero, UInt8(ascii: "2")])
+                out.append(contentsOf: [JSONByte.backslash, JSONByte.u, UInt8(ascii: "2"), JSONByte.zero, UInt8(ascii: "2")])
                 out.append(s[i + 2] == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9"))
                 i += 3
             } else {
@@ -669,19 +669,19 @@ func appendGoQuoted(_ s: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
             continue
         }
         switch c {
-        case ASCII.quote: out.append(ASCII.backslash); out.append(ASCII.quote)
-        case ASCII.backslash: out.append(ASCII.backslash); out.append(ASCII.backslash)
-        case 0x08: out.append(ASCII.backslash); out.append(ASCII.b)
-        case 0x0C: out.append(ASCII.backslash); out.append(ASCII.f)
-        case ASCII.lf: out.append(ASCII.backslash); out.append(ASCII.n)
-        case ASCII.cr: out.append(ASCII.backslash); out.append(ASCII.r)
-        case ASCII.tab: out.append(ASCII.backslash); out.append(ASCII.t)
+        case JSONByte.quote: out.append(JSONByte.backslash); out.append(JSONByte.quote)
+        case JSONByte.backslash: out.append(JSONByte.backslash); out.append(JSONByte.backslash)
+        case 0x08: out.append(JSONByte.backslash); out.append(JSONByte.b)
+        case 0x0C: out.append(JSONByte.backslash); out.append(JSONByte.f)
+        case JSONByte.lf: out.append(JSONByte.backslash); out.append(JSONByte.n)
+        case JSONByte.cr: out.append(JSONByte.backslash); out.append(JSONByte.r)
+        case JSONByte.tab: out.append(JSONByte.backslash); out.append(JSONByte.t)
         default:  // other controls and < > &
-            out.append(contentsOf: [ASCII.backslash, ASCII.u, ASCII.zero, ASCII.zero, h[Int(c >> 4)], h[Int(c & 15)]])
+            out.append(contentsOf: [JSONByte.backslash, JSONByte.u, JSONByte.zero, JSONByte.zero, h[Int(c >> 4)], h[Int(c & 15)]])
         }
         i += 1
     }
-    out.append(ASCII.quote)
+    out.append(JSONByte.quote)
 }
 
 func appendGoQuoted(_ s: [UInt8], to out: inout [UInt8]) {
@@ -693,8 +693,8 @@ func appendGoQuoted(_ s: [UInt8], to out: inout [UInt8]) {
 /// case `%e` style with a two-digit-minimum exponent cleaned of `e-0X`.
 func appendGoFloat(_ v: Double, to out: inout [UInt8]) {
     if v == 0 {
-        if v.sign == .minus { out.append(ASCII.minus) }
-        out.append(ASCII.zero)
+        if v.sign == .minus { out.append(JSONByte.minus) }
+        out.append(JSONByte.zero)
         return
     }
     if !v.isFinite {
@@ -712,17 +712,17 @@ func appendGoFloat(_ v: Double, to out: inout [UInt8]) {
     var i = 0
     while i < desc.count {
         let c = desc[i]
-        if c == ASCII.dot {
+        if c == JSONByte.dot {
             pointPos = digits.count
-        } else if c == ASCII.e || c == ASCII.E {
+        } else if c == JSONByte.e || c == JSONByte.E {
             var j = i + 1
             var neg = false
-            if j < desc.count, desc[j] == ASCII.minus || desc[j] == ASCII.plus {
-                neg = desc[j] == ASCII.minus
+            if j < desc.count, desc[j] == JSONByte.minus || desc[j] == JSONByte.plus {
+                neg = desc[j] == JSONByte.minus
                 j += 1
             }
             var e = 0
-            while j < desc.count { e = e * 10 + Int(desc[j] - ASCII.zero); j += 1 }
+            while j < desc.count { e = e * 10 + Int(desc[j] - JSONByte.zero); j += 1 }
             exp = neg ? -e : e
             break
         } else {
@@ -734,42 +734,42 @@ func appendGoFloat(_ v: Double, to out: inout [UInt8]) {
     // value = 0.d1d2... × 10^(point), point = pointPos + exp
     var point = pointPos + exp
     var lead = 0
-    while lead < digits.count - 1, digits[lead] == ASCII.zero { lead += 1; point -= 1 }
+    while lead < digits.count - 1, digits[lead] == JSONByte.zero { lead += 1; point -= 1 }
     digits.removeFirst(lead)
-    while digits.count > 1, digits.last == ASCII.zero { digits.removeLast() }
+    while digits.count > 1, digits.last == JSONByte.zero { digits.removeLast() }
 
-    if v.sign == .minus { out.append(ASCII.minus) }
+    if v.sign == .minus { out.append(JSONByte.minus) }
     let abs = v.magnitude
     if abs < 1e-6 || abs >= 1e21 {
         out.append(digits[0])
         if digits.count > 1 {
-            out.append(ASCII.dot)
+            out.append(JSONByte.dot)
             out.append(contentsOf: digits[1...])
         }
-        out.append(ASCII.e)
+        out.append(JSONByte.e)
         let e = point - 1
-        out.append(e < 0 ? ASCII.minus : ASCII.plus)
+        out.append(e < 0 ? JSONByte.minus : JSONByte.plus)
         let ae = e < 0 ? -e : e
         if ae < 10 {
             // Go writes e+05 / e-05 then cleans "e-0X" to "e-X" only.
-            if e >= 0 { out.append(ASCII.zero) }
-            out.append(ASCII.zero + UInt8(ae))
+            if e >= 0 { out.append(JSONByte.zero) }
+            out.append(JSONByte.zero + UInt8(ae))
         } else {
             out.append(contentsOf: Array(String(ae).utf8))
         }
         return
     }
     if point <= 0 {
-        out.append(ASCII.zero)
-        out.append(ASCII.dot)
-        for _ in 0..<(-point) { out.append(ASCII.zero) }
+        out.append(JSONByte.zero)
+        out.append(JSONByte.dot)
+        for _ in 0..<(-point) { out.append(JSONByte.zero) }
         out.append(contentsOf: digits)
     } else if point >= digits.count {
         out.append(contentsOf: digits)
-        for _ in 0..<(point - digits.count) { out.append(ASCII.zero) }
+        for _ in 0..<(point - digits.count) { out.append(JSONByte.zero) }
     } else {
         out.append(contentsOf: digits[0..<point])
-        out.append(ASCII.dot)
+        out.append(JSONByte.dot)
         out.append(contentsOf: digits[point...])
     }
 }

@@ -95,7 +95,7 @@ public struct ParsedRequest: Sendable, Equatable {
         do throws(JSONScanError) {
             c.skipWhitespace()
             guard let first = c.peek() else { throw c.eofError() }
-            guard first == ASCII.lbrace else {
+            guard first == JSONByte.lbrace else {
                 try c.skipValue(level: 0)
                 try c.expectEnd()
                 return .failure(.notJSON("expected a JSON object, found \(jsonTypeName(first)) at offset 0"))
@@ -210,27 +210,27 @@ public struct ParsedRequest: Sendable, Equatable {
         let level = 1
         let start = c.pos
         let first = c.b[c.pos]
-        let isNull = first == ASCII.n
+        let isNull = first == JSONByte.n
         var ignored: [UInt8] = []
         var scratch: [UInt8] = []
         switch classify(c, key) {
         case .model:
-            if first == ASCII.quote {
+            if first == JSONByte.quote {
                 st.model = try c.scanString()
             } else {
                 st.model = nil
                 try c.skipValue(level: level)
             }
         case .stream:
-            st.stream = first == ASCII.t
+            st.stream = first == JSONByte.t
             try c.skipValue(level: level)
         case .streamOptions:
             st.includeUsage = false
-            if first == ASCII.lbrace {
+            if first == JSONByte.lbrace {
                 var inc = false
                 try c.forEachMember(level: level + 1) { (k, c) throws(JSONScanError) in
                     if c.keyEquals(k, "include_usage") {
-                        inc = c.peek() == ASCII.t
+                        inc = c.peek() == JSONByte.t
                     }
                     try c.skipValue(level: level + 1)
                 }
@@ -239,7 +239,7 @@ public struct ParsedRequest: Sendable, Equatable {
                 try c.skipValue(level: level)
             }
         case .cacheSalt:
-            if first == ASCII.quote {
+            if first == JSONByte.quote {
                 st.cacheSalt = try c.scanString()
             } else {
                 if !isNull { st.typeError = true }
@@ -247,7 +247,7 @@ public struct ParsedRequest: Sendable, Equatable {
             }
         case .maxTokens, .maxCompletionTokens:
             var v: Int? = nil
-            if first == ASCII.minus || isDigit(first) {
+            if first == JSONByte.minus || isJSONDigit(first) {
                 let tok = try c.scanNumber()
                 v = c.intValue(tok)
             } else {
@@ -295,7 +295,7 @@ public struct ParsedRequest: Sendable, Equatable {
             st.instructions = isNull ? nil : start..<c.pos
         case .tools:
             // chat's typed struct has `tools []interface{}`
-            if kind == .chatCompletions && !isNull && first != ASCII.lbracket { st.typeError = true }
+            if kind == .chatCompletions && !isNull && first != JSONByte.lbracket { st.typeError = true }
             try c.skipValue(level: level)
             st.tools = isNull ? nil : start..<c.pos
         case .other:
@@ -306,10 +306,10 @@ public struct ParsedRequest: Sendable, Equatable {
 
 func jsonTypeName(_ first: UInt8) -> String {
     switch first {
-    case ASCII.lbracket: return "array"
-    case ASCII.quote: return "string"
-    case ASCII.t, ASCII.f: return "boolean"
-    case ASCII.n: return "null"
+    case JSONByte.lbracket: return "array"
+    case JSONByte.quote: return "string"
+    case JSONByte.t, JSONByte.f: return "boolean"
+    case JSONByte.n: return "null"
     default: return "number"
     }
 }

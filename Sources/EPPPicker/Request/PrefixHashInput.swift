@@ -45,7 +45,7 @@ extension ParsedRequest {
             case .responses:
                 out.reserveCapacity(min((inputRange?.count ?? 0) + (instructionsRange?.count ?? 0)
                                             + (toolsRange?.count ?? 0) + 48, maxBytes))
-                out.append(ASCII.lbracket)
+                out.append(JSONByte.lbracket)
                 if let r = instructionsRange {
                     FieldWalkers.appendLiteral("{\"instructions\":", &out)
                     var c = root.sub(r)

@@ -140,7 +140,7 @@ public struct UsageScanner: Sendable {
         var i = 0
         while i < n {
             var j = i
-            while j < n && b[j] != ASCII.lf { j += 1 }
+            while j < n && b[j] != JSONByte.lf { j += 1 }
             if j == n {
                 // partial line
                 if discardingLine { return }
@@ -196,20 +196,20 @@ public struct UsageScanner: Sendable {
 
     private func startsWithData(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ n: Int) -> Bool {
         n - i >= 5 && b[i] == UInt8(ascii: "d") && b[i + 1] == UInt8(ascii: "a") && b[i + 2] == UInt8(ascii: "t")
-            && b[i + 3] == UInt8(ascii: "a") && b[i + 4] == ASCII.colon
+            && b[i + 3] == UInt8(ascii: "a") && b[i + 4] == JSONByte.colon
     }
 
     private mutating func processLine(_ lineIn: UnsafeBufferPointer<UInt8>) {
         var end = lineIn.count
-        if end > 0 && lineIn[end - 1] == ASCII.cr { end -= 1 }
+        if end > 0 && lineIn[end - 1] == JSONByte.cr { end -= 1 }
         // "data:" prefix
         guard end >= 5, lineIn[0] == UInt8(ascii: "d"), lineIn[1] == UInt8(ascii: "a"),
-              lineIn[2] == UInt8(ascii: "t"), lineIn[3] == UInt8(ascii: "a"), lineIn[4] == ASCII.colon
+              lineIn[2] == UInt8(ascii: "t"), lineIn[3] == UInt8(ascii: "a"), lineIn[4] == JSONByte.colon
         else { return }
         var start = 5
-        if start < end && lineIn[start] == ASCII.space { start += 1 }
+        if start < end && lineIn[start] == JSONByte.space { start += 1 }
         let payload = UnsafeBufferPointer(rebasing: lineIn[start..<end])
-        guard contains(payload, "\"usage\"") else { return }  // also skips [DONE]
+        guard bytesContain(payload, "\"usage\"") else { return }  // also skips [DONE]
         let c = JSONCursor(UnsafeRawBufferPointer(payload), maxDepth: 128)
         if let u = UsageScanner.extractFromObject(c, range: 0..<payload.count, allowResponsesEvent: true) {
             usage = u
@@ -234,9 +234,9 @@ public struct UsageScanner: Sendable {
             if inString {
                 if escaped {
                     escaped = false
-                } else if ch == ASCII.backslash {
+                } else if ch == JSONByte.backslash {
                     escaped = true
-                } else if ch == ASCII.quote {
+                } else if ch == JSONByte.quote {
                     inString = false
                     if stringIsKey {
                         lastKey = stringBuf
@@ -251,28 +251,28 @@ public struct UsageScanner: Sendable {
                 continue
             }
             switch ch {
-            case ASCII.quote:
+            case JSONByte.quote:
                 inString = true
                 escaped = false
                 stringIsKey = depth == 1 && expectKey
                 capturingString = depth == 1 && !expectKey && lastKey == Array("object".utf8)
                 stringBuf.removeAll(keepingCapacity: true)
-            case ASCII.lbrace, ASCII.lbracket:
-                if depth == 1 && ch == ASCII.lbrace && lastKey == Array("usage".utf8) && !capturingUsage {
+            case JSONByte.lbrace, JSONByte.lbracket:
+                if depth == 1 && ch == JSONByte.lbrace && lastKey == Array("usage".utf8) && !capturingUsage {
                     capturingUsage = true
                     usageBuf = [ch]
                 }
                 depth += 1
-                if depth == 1 { expectKey = ch == ASCII.lbrace }
-                if depth == 1 && ch != ASCII.lbrace { jsonFailed = true; return }
-            case ASCII.rbrace, ASCII.rbracket:
+                if depth == 1 { expectKey = ch == JSONByte.lbrace }
+                if depth == 1 && ch != JSONByte.lbrace { jsonFailed = true; return }
+            case JSONByte.rbrace, JSONByte.rbracket:
                 depth -= 1
                 if depth == 1 && capturingUsage {
                     capturingUsage = false
                     usage = UsageScanner.parseUsageBytes(usageBuf, objectType: objectType)
                 }
                 if depth < 0 { jsonFailed = true; return }
-            case ASCII.comma:
+            case JSONByte.comma:
                 if depth == 1 {
                     expectKey = true
                     lastKey.removeAll(keepingCapacity: true)
@@ -302,21 +302,21 @@ public struct UsageScanner: Sendable {
         var isCompleted = false
         do throws(JSONScanError) {
             c.skipWhitespace()
-            guard c.peek() == ASCII.lbrace else { return nil }
+            guard c.peek() == JSONByte.lbrace else { return nil }
             try c.forEachMember(level: 1) { (key, c) throws(JSONScanError) in
                 let start = c.pos
                 let first = c.peek()
                 if c.keyEquals(key, "usage") {
                     try c.skipValue(level: 1)
-                    usageRange = first == ASCII.lbrace ? start..<c.pos : nil
-                } else if c.keyEquals(key, "object"), first == ASCII.quote {
+                    usageRange = first == JSONByte.lbrace ? start..<c.pos : nil
+                } else if c.keyEquals(key, "object"), first == JSONByte.quote {
                     let tok = try c.scanString()
                     objectType = []
                     decodeJSONString(c.b, tok, into: &objectType)
-                } else if allowResponsesEvent && c.keyEquals(key, "type"), first == ASCII.quote {
+                } else if allowResponsesEvent && c.keyEquals(key, "type"), first == JSONByte.quote {
                     let tok = try c.scanString()
                     isCompleted = c.keyEquals(tok, "response.completed")
-                } else if allowResponsesEvent && c.keyEquals(key, "response"), first == ASCII.lbrace {
+                } else if allowResponsesEvent && c.keyEquals(key, "response"), first == JSONByte.lbrace {
                     try c.skipValue(level: 1)
                     responseRange = start..<c.pos
                 } else {
@@ -346,7 +346,7 @@ public struct UsageScanner: Sendable {
         var input: Int? = nil, output: Int? = nil
         var cachedPrompt: Int? = nil, cachedInput: Int? = nil
         do throws(JSONScanError) {
-            guard c.peek() == ASCII.lbrace else { return nil }
+            guard c.peek() == JSONByte.lbrace else { return nil }
             try c.forEachMember(level: 1) { (key, c) throws(JSONScanError) in
                 if c.keyEquals(key, "prompt_tokens") {
                     prompt = try number(&c)
@@ -360,7 +360,7 @@ public struct UsageScanner: Sendable {
                     output = try number(&c)
                 } else if c.keyEquals(key, "prompt_tokens_details") || c.keyEquals(key, "input_tokens_details") {
                     let isPrompt = c.keyEquals(key, "prompt_tokens_details")
-                    if c.peek() == ASCII.lbrace {
+                    if c.peek() == JSONByte.lbrace {
                         var cached: Int? = nil
                         try c.forEachMember(level: 2) { (k, c) throws(JSONScanError) in
                             if c.keyEquals(k, "cached_tokens") {
@@ -398,7 +398,7 @@ public struct UsageScanner: Sendable {
     /// A number value as Int (fractions truncated like Go's `int(float64)`);
     /// non-numbers are skipped and give nil.
     private static func number(_ c: inout JSONCursor) throws(JSONScanError) -> Int? {
-        guard let f = c.peek(), f == ASCII.minus || isDigit(f) else {
+        guard let f = c.peek(), f == JSONByte.minus || isJSONDigit(f) else {
             try c.skipValue(level: 1)
             return nil
         }
@@ -417,7 +417,7 @@ public struct UsageScanner: Sendable {
 }
 
 /// Naive substring search (needles are tiny).
-func contains(_ hay: UnsafeBufferPointer<UInt8>, _ needle: StaticString) -> Bool {
+func bytesContain(_ hay: UnsafeBufferPointer<UInt8>, _ needle: StaticString) -> Bool {
     let n = needle.utf8CodeUnitCount
     let p = needle.utf8Start
     guard n > 0, hay.count >= n else { return false }
