@@ -1,4 +1,5 @@
 import CNghttp2
+import Glibc
 
 /// The nghttp2 callback table, built once and shared by every session (nghttp2 copies it per session).
 /// Callbacks are capture-free C functions; the connection comes back through `user_data`.
@@ -15,6 +16,17 @@ final class HTTP2Callbacks: @unchecked Sendable {
     static let readCallback: nghttp2_data_source_read_callback = { _, _, buf, length, flags, source, _ in
         let stream = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr!).takeUnretainedValue()
         return stream.pull(into: buf!, length: length, flags: flags!)
+    }
+
+    /// Request header names kept on `HTTP2Stream.requestHeaders`.
+    static let retainedNames: [[UInt8]] = [":path", "content-type", "grpc-timeout", "grpc-encoding", ":method", "user-agent"].map { Array($0.utf8) }
+
+    @inline(__always)
+    static func isRetained(_ name: UnsafeRawBufferPointer) -> Bool {
+        for candidate in retainedNames where candidate.count == name.count {
+            if candidate.withUnsafeBytes({ memcmp($0.baseAddress!, name.baseAddress!, name.count) }) == 0 { return true }
+        }
+        return false
     }
 
     private init() {
@@ -34,7 +46,11 @@ final class HTTP2Callbacks: @unchecked Sendable {
             let f = frame!.pointee
             guard f.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), f.headers.cat == NGHTTP2_HCAT_REQUEST,
                   let s = HTTP2Callbacks.connection(ud).stream(f.hd.stream_id) else { return 0 }
-            let n = String(decoding: UnsafeBufferPointer(start: name, count: namelen), as: UTF8.self)
+            // Keep only the headers the layers above read (gRPC needs these); the rest would cost an
+            // allocation each per stream for nothing.
+            let nameBytes = UnsafeRawBufferPointer(start: name, count: namelen)
+            guard HTTP2Callbacks.isRetained(nameBytes) else { return 0 }
+            let n = String(decoding: nameBytes, as: UTF8.self)
             let v = String(decoding: UnsafeBufferPointer(start: value, count: valuelen), as: UTF8.self)
             s.requestHeaders.append((n, v))
             return 0

@@ -28,6 +28,7 @@ public enum HeaderSource {
 public final class HTTP2Stream {
     public let id: Int32
     public unowned(unsafe) let connection: HTTP2Connection
+    /// Request headers the upper layers read (see `HTTP2Callbacks.retainedNames`); others are not stored.
     public internal(set) var requestHeaders: [(name: String, value: String)] = []
     public var handler: HTTP2StreamHandler?
     /// Opaque per-stream slot for the layer above (e.g. the gRPC call object).

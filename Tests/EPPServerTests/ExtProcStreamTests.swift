@@ -30,15 +30,18 @@ final class Recorder: ExtProcOutput {
 }
 
 /// A scheduler that answers later (like one waiting for Redis), to exercise the deciding state.
-final class DeferredScheduler: RequestScheduler {
+final class DeferredScheduler: RequestScheduler, SchedulingWaiter {
     let inner: RequestScheduler
     var pending: [() -> Void] = []
+    var bodies: [[UInt8]] = []
     init(_ inner: RequestScheduler) { self.inner = inner }
-    func schedule(_ request: SchedulingRequest, completion: @escaping (SchedulingOutcome) -> Void) {
-        var outcome: SchedulingOutcome!
-        inner.schedule(request) { outcome = $0 }
-        pending.append { completion(outcome) }
+    func schedule(_ request: SchedulingRequest, waiter: SchedulingWaiter) -> SchedulingOutcome? {
+        bodies.append(Array(request.body))
+        let outcome = inner.schedule(request, waiter: self)!
+        pending.append { waiter.schedulingFinished(outcome) }
+        return nil
     }
+    func schedulingFinished(_ outcome: SchedulingOutcome) {}
     func release(_ decision: SchedulingDecision) { inner.release(decision) }
 }
 
@@ -315,10 +318,13 @@ func streamed(_ r: ProcessingResponse) -> StreamedBodyResponse? {
         let sched = DeferredScheduler(LeastInFlightScheduler(datastore: ds))
         let h = Harness(datastore: ds, scheduler: sched)
         h.feed(headers())
-        h.feed(body(Array("{}".utf8), eos: true))
+        h.feed(body(Array("{\"a\":1}".utf8), eos: true))   // single-message body: kept past the message
         #expect(h.recorder.take().isEmpty)
+        #expect(sched.bodies.last == Array("{\"a\":1}".utf8))
         sched.pending.removeFirst()()
-        #expect(h.recorder.take().count == 2)
+        let out = h.recorder.take()
+        #expect(out.count == 2)
+        #expect(streamed(out[1]) == StreamedBodyResponse(body: Array("{\"a\":1}".utf8), endOfStream: true))
 
         let h2 = Harness(datastore: ds, scheduler: sched)
         h2.feed(headers(eos: true))

@@ -43,7 +43,7 @@ public enum ExtProcErrorCode {
 /// Every message gets exactly the answers its phase allows, in the order Envoy requires
 /// (request headers → request body → request trailers; response headers → body → trailers).
 /// Anything else is a spurious message: a gRPC error on this stream only.
-public final class ExtProcStream {
+public final class ExtProcStream: SchedulingWaiter {
     enum RequestPath: Equatable {
         case awaitingHeaders
         case collectingBody          // FDS: headers response held until the body is complete
@@ -75,6 +75,8 @@ public final class ExtProcStream {
     private var headerOnly = false
     private var bodyEndedWithTrailers = false
     private var body: [UInt8] = []
+    /// A body that arrived whole in one message, used in place while the decision is synchronous.
+    private var bodyView: UnsafeRawBufferPointer?
     private var decision: SchedulingDecision?
     private var finishWhenDecided = false
     private var headersReceivedAt: UInt64 = 0
@@ -169,6 +171,15 @@ public final class ExtProcStream {
             if body.count + chunk.count > limits.maxRequestBodyBytes {
                 return reject(.tooLarge)
             }
+            if request.endOfStream && body.isEmpty {
+                // The whole body is in this message: decide on it in place, no copy (unless the
+                // scheduler answers later, see `decide`).
+                bodyCompletedAt = observer?.now() ?? 0
+                bodyView = chunk
+                decide()
+                bodyView = nil
+                return
+            }
             body.append(contentsOf: chunk)
             if request.endOfStream {
                 bodyCompletedAt = observer?.now() ?? 0
@@ -199,14 +210,30 @@ public final class ExtProcStream {
     private func decide() {
         requestPath = .deciding
         let hasBody = !headerOnly && requestBodyMode == BodySendMode.fullDuplexStreamed.rawValue
-        body.withUnsafeBytes { bytes in
+        let outcome: SchedulingOutcome? = withBodyBytes { bytes in
             let request = SchedulingRequest(
                 requestID: requestID, path: requestHeaders.first { $0.name == ":path" }?.value ?? "",
                 headers: requestHeaders, body: hasBody ? bytes : UnsafeRawBufferPointer(start: nil, count: 0),
                 headerOnly: headerOnly || !hasBody, subsetHint: subsetHint)
-            scheduler.schedule(request) { [weak self] outcome in self?.decided(outcome) }
+            return scheduler.schedule(request, waiter: self)
+        }
+        if let outcome {
+            decided(outcome)
+        } else if let view = bodyView {
+            body = Array(view)   // the scheduler answers later: the message buffer will be gone by then
+            bodyView = nil
         }
     }
+
+    /// The complete request body: the in-place view of a single-message body, or the collected bytes.
+    private func withBodyBytes<R>(_ f: (UnsafeRawBufferPointer) -> R) -> R {
+        if let view = bodyView { return f(view) }
+        return body.withUnsafeBytes(f)
+    }
+
+    /// SchedulingWaiter: an asynchronous outcome. The scheduler holds the stream strongly until then, so
+    /// a stream that ended meanwhile still gets here and releases what was charged.
+    public func schedulingFinished(_ outcome: SchedulingOutcome) { decided(outcome) }
 
     private func decided(_ outcome: SchedulingOutcome) {
         guard !ended, requestPath == .deciding else {
@@ -221,6 +248,7 @@ public final class ExtProcStream {
             observer?.decided(self, headersAt: headersReceivedAt, bodyAt: bodyCompletedAt)
             let forwardBody = !headerOnly && requestBodyMode == BodySendMode.fullDuplexStreamed.rawValue
             output.send { out in
+                out.reserveCapacity(out.count + 512 + (forwardBody ? (d.rewrittenBody?.count ?? bodyByteCount) + 64 : 0))
                 appendHeadersResponse(d, to: &out)
                 if forwardBody { appendBody(d.rewrittenBody, to: &out) }
                 if forwardBody && bodyEndedWithTrailers {
@@ -233,25 +261,62 @@ public final class ExtProcStream {
         if finishWhenDecided { output.finishOK() }
     }
 
+    /// `request_headers{response{header_mutation{set_headers…, remove_headers…}, clear_route_cache}}` +
+    /// `dynamic_metadata{"envoy.lb": {"x-gateway-destination-endpoint": …}}`, written straight into the
+    /// output (no intermediate message values: this runs once per request).
     private func appendHeadersResponse(_ d: SchedulingDecision, to out: inout [UInt8]) {
-        var set = [HeaderValueOption(key: EPPHeaders.destinationEndpoint, rawValue: d.destination)]
-        if generatedRequestID { set.append(HeaderValueOption(key: "x-request-id", rawValue: requestID)) }
-        set.append(contentsOf: d.setHeaders)
-        var lb = ProtoStruct([(EPPHeaders.destinationEndpoint, .string(d.destination))])
-        for (k, v) in d.extraMetadata { lb.set(k, v) }
-        let response = ProcessingResponse(
-            .requestHeaders(CommonResponse(headerMutation: HeaderMutation(setHeaders: set, removeHeaders: d.removeHeaders),
-                                           clearRouteCache: true)),
-            dynamicMetadata: ProtoStruct([("envoy.lb", .structValue(lb))]))
-        response.appendGRPCFrame(to: &out)
+        WireWriter.appendGRPCFrame(to: &out) { w in
+            w.writeMessage(field: 1) { headersResponse in
+                headersResponse.writeMessage(field: 1) { common in
+                    common.writeMessage(field: 2) { mutation in
+                        ExtProcStream.writeSetHeader(&mutation, EPPHeaders.destinationEndpoint, d.destination)
+                        if generatedRequestID { ExtProcStream.writeSetHeader(&mutation, "x-request-id", requestID) }
+                        for h in d.setHeaders { mutation.writeMessage(field: 1) { h.encode(into: &$0) } }
+                        for name in d.removeHeaders { mutation.writeString(field: 2, name, emitDefault: true) }
+                    }
+                    common.writeBool(field: 5, true)   // clear_route_cache
+                }
+            }
+            w.writeMessage(field: 8) { metadata in          // google.protobuf.Struct
+                metadata.writeMessage(field: 1) { entry in   // fields["envoy.lb"]
+                    entry.writeString(field: 1, "envoy.lb")
+                    entry.writeMessage(field: 2) { value in
+                        value.writeMessage(field: 5) { lb in     // struct_value
+                            lb.writeMessage(field: 1) { e in
+                                e.writeString(field: 1, EPPHeaders.destinationEndpoint)
+                                e.writeMessage(field: 2) { $0.writeString(field: 3, d.destination, emitDefault: true) }
+                            }
+                            for (k, v) in d.extraMetadata {
+                                lb.writeMessage(field: 1) { e in
+                                    e.writeString(field: 1, k)
+                                    e.writeMessage(field: 2) { v.encode(into: &$0) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `HeaderValueOption{header{key, raw_value}}` (overwrite; value only in raw_value, ext-proc.md rule 1).
+    @inline(__always)
+    private static func writeSetHeader(_ w: inout WireWriter, _ key: String, _ value: String) {
+        w.writeMessage(field: 1) { option in
+            option.writeMessage(field: 1) { header in
+                header.writeString(field: 1, key)
+                header.writeString(field: 3, value)
+            }
+        }
     }
 
     /// The body, unchanged (or rewritten), as `streamed_response` chunks of ≤ bodyChunkBytes; the last one
     /// carries end_of_stream unless trailers follow. An empty body without trailers is one empty eos chunk.
+    private var bodyByteCount: Int { bodyView?.count ?? body.count }
+
     private func appendBody(_ replacement: [UInt8]?, to out: inout [UInt8]) {
-        let bytes = replacement ?? body
         let eos = !bodyEndedWithTrailers
-        bytes.withUnsafeBytes { all in
+        func emit(_ all: UnsafeRawBufferPointer, _ out: inout [UInt8]) {
             if all.count == 0 {
                 if eos { appendBodyChunk(all, endOfStream: true, direction: .request, to: &out) }
                 return
@@ -264,6 +329,7 @@ public final class ExtProcStream {
                 offset = end
             }
         }
+        if let replacement { replacement.withUnsafeBytes { emit($0, &out) } } else { withBodyBytes { emit($0, &out) } }
     }
 
     // MARK: response path

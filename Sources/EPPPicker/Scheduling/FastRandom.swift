@@ -14,22 +14,23 @@ public struct FastRandom: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 
-    /// A random UUIDv4 string (lower-case, 36 chars).
+    /// A random UUIDv4 string (lower-case, 36 chars), built in place without intermediate arrays.
     public mutating func uuidV4() -> String {
         let a = next(), b = next()
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: a >> (8 * UInt64(i))) }
-        for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: b >> (8 * UInt64(i))) }
-        bytes[6] = (bytes[6] & 0x0F) | 0x40
-        bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(36)
-        for (i, byte) in bytes.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 0x0F)])
+        return String(unsafeUninitializedCapacity: 36) { out in
+            let hex: StaticString = "0123456789abcdef"
+            let digits = hex.utf8Start
+            var o = 0
+            for i in 0..<16 {
+                var byte = UInt8(truncatingIfNeeded: (i < 8 ? a : b) >> (8 * UInt64(i & 7)))
+                if i == 6 { byte = (byte & 0x0F) | 0x40 }      // version 4
+                if i == 8 { byte = (byte & 0x3F) | 0x80 }      // RFC 4122 variant
+                if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
+                out[o] = digits[Int(byte >> 4)]
+                out[o + 1] = digits[Int(byte & 0x0F)]
+                o += 2
+            }
+            return o
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }

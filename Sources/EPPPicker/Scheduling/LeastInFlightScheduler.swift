@@ -12,11 +12,10 @@ public final class LeastInFlightScheduler: RequestScheduler {
         self.datastore = datastore
     }
 
-    public func schedule(_ request: SchedulingRequest, completion: @escaping (SchedulingOutcome) -> Void) {
+    public func schedule(_ request: SchedulingRequest, waiter: SchedulingWaiter) -> SchedulingOutcome? {
         let snapshot = datastore.snapshot()
         if snapshot.isEmpty {
-            completion(.rejected(request.headerOnly ? .noPodsInDatastore : .serviceUnavailable))
-            return
+            return .rejected(request.headerOnly ? .noPodsInDatastore : .serviceUnavailable)
         }
         var best: Endpoint?
         var bestLoad = Int.max
@@ -32,11 +31,8 @@ public final class LeastInFlightScheduler: RequestScheduler {
                 if random.next() % UInt64(ties) == 0 { best = e }
             }
         }
-        guard let chosen = best else {
-            completion(.rejected(.serviceUnavailable))
-            return
-        }
+        guard let chosen = best else { return .rejected(.serviceUnavailable) }
         chosen.inFlightRequests.wrappingIncrement(ordering: .relaxed)
-        completion(.decided(SchedulingDecision(endpoint: chosen)))
+        return .decided(SchedulingDecision(endpoint: chosen))
     }
 }

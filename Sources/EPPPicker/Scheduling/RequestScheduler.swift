@@ -59,10 +59,16 @@ public enum SchedulingOutcome {
     case rejected(RequestError)
 }
 
-/// Chooses an endpoint per request. One instance per event loop (owned by it); implementations may
-/// answer synchronously or later on the same loop (e.g. after a Redis round trip).
+/// Receives an outcome that was not available at once (e.g. it waited for a Redis round trip).
+public protocol SchedulingWaiter: AnyObject {
+    func schedulingFinished(_ outcome: SchedulingOutcome)
+}
+
+/// Chooses an endpoint per request. One instance per event loop (owned by it).
 public protocol RequestScheduler: AnyObject {
-    func schedule(_ request: SchedulingRequest, completion: @escaping (SchedulingOutcome) -> Void)
+    /// Returns the outcome at once, or nil when it will call `waiter.schedulingFinished` later on this loop
+    /// (the request view is only valid during this call: copy what is needed for later).
+    func schedule(_ request: SchedulingRequest, waiter: SchedulingWaiter) -> SchedulingOutcome?
     /// The request's ext_proc stream ended: release what `schedule` charged.
     func release(_ decision: SchedulingDecision)
 }
