@@ -13,7 +13,7 @@ import tempfile
 
 import yaml
 
-from common import append_results, build_release, h2load, harness
+from common import append_results, build_release, cpu_seconds, h2load, harness
 
 
 def backend_config(ports, admin_port):
@@ -48,6 +48,14 @@ def gateway_without_ext_proc():
     return path
 
 
+def measured(url, body, n, hdrs, procs):
+    """h2load run plus the CPU time each process spent per request during it (utime+stime)."""
+    before = {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}
+    r = h2load(url, body, n, 16, 4, extra_headers=hdrs)
+    r["cpu_us"] = {k: (cpu_seconds(p.proc.pid) - before[k]) / max(r["succeeded"], 1) * 1e6 for k, p in procs.items()}
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -76,7 +84,7 @@ def main():
             url = f"http://127.0.0.1:{envoy.listener_port}/v1/completions"
             hdrs = ["content-type: application/json", f"x-gateway-destination-endpoint: 127.0.0.1:{ports[0]}"]
             h2load(url, body.name, 2000, 16, 4, extra_headers=hdrs)
-            results["Envoy alone (fixed header)"] = h2load(url, body.name, n, 16, 4, extra_headers=hdrs)
+            results["Envoy alone (fixed header)"] = measured(url, body.name, n, hdrs, {"envoy": envoy, "backend": backend})
         finally:
             envoy.stop()
         # (b) Envoy + epp
@@ -86,16 +94,18 @@ def main():
             url = f"http://127.0.0.1:{envoy.listener_port}/v1/completions"
             hdrs = ["content-type: application/json"]
             h2load(url, body.name, 2000, 16, 4, extra_headers=hdrs)
-            results["Envoy + epp"] = h2load(url, body.name, n, 16, 4, extra_headers=hdrs)
+            results["Envoy + epp"] = measured(url, body.name, n, hdrs, {"envoy": envoy, "backend": backend, "epp": epp})
             stats = harness.envoy_stats(envoy.admin_port, "ext_proc")
         finally:
             envoy.stop()
             epp.stop()
     finally:
         backend.stop()
-    lines = ["| setup | req/s | mean latency ms | succeeded | failed |", "|---|---|---|---|---|"]
+    lines = ["| setup | req/s | mean latency ms | succeeded | failed | CPU µs/request (envoy / backend / epp) |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['rps']:.0f} | {r.get('latency_mean_ms', 0):.2f} | {r['succeeded']} | {r['failed']} |")
+        cpu = " / ".join(f"{r['cpu_us'].get(k, 0):.0f}" if k in r["cpu_us"] else "–" for k in ("envoy", "backend", "epp"))
+        lines.append(f"| {name} | {r['rps']:.0f} | {r.get('latency_mean_ms', 0):.2f} | {r['succeeded']} | {r['failed']} | {cpu} |")
     a, b = results["Envoy alone (fixed header)"], results["Envoy + epp"]
     lines.append("")
     lines.append(f"ratio (Envoy + epp) / (Envoy alone) = **{b['rps'] / a['rps']:.2f}×** throughput; "
