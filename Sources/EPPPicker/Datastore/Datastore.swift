@@ -14,12 +14,38 @@ public final class Endpoint: Sendable {
     /// Prompt tokens (estimated) of those requests.
     public let inFlightPromptTokens = ManagedAtomic<Int>(0)
 
+    /// Latest scrape result (written by the metrics scraper's loop, read lock-free-ish on the request path).
+    private let scraped = Mutex<ScrapedMetrics?>(nil)
+
     public init(spec: EndpointSpec) {
         self.spec = spec
         self.hostPort = spec.hostPort
     }
 
+    /// The most recent metrics of this endpoint, or nil before the first successful scrape.
+    public var metrics: ScrapedMetrics? { scraped.withLock { $0 } }
+
+    public func updateMetrics(_ m: ScrapedMetrics) { scraped.withLock { $0 = m } }
+
     public var name: String { spec.name }
+}
+
+/// What the scraper last learned about an endpoint.
+public struct ScrapedMetrics: Sendable {
+    public var metrics: EndpointMetrics
+    /// Monotonic time (EventLoop.now(), ns) of the last successful scrape.
+    public var scrapedAt: UInt64
+    /// Scrapes failed in a row since the last success.
+    public var consecutiveFailures: Int
+    /// False when the metrics are stale or scrapes keep failing: filters drop such endpoints.
+    public var healthy: Bool
+
+    public init(metrics: EndpointMetrics, scrapedAt: UInt64, consecutiveFailures: Int = 0, healthy: Bool = true) {
+        self.metrics = metrics
+        self.scrapedAt = scrapedAt
+        self.consecutiveFailures = consecutiveFailures
+        self.healthy = healthy
+    }
 }
 
 /// An immutable view of the endpoint set; readers on the request path take one per request.
