@@ -58,7 +58,7 @@ public struct EPPCommand: ParsableCommand {
             }
         }
         if let path = configFile {
-            do { _ = try PickerConfigFile.load(path: path) } catch { throw StartupError("config file \(path): \(error)") }
+            do { _ = try PickerConfig.load(path: path) } catch { throw StartupError("config file \(path): \(error)") }
         }
 
         var options = PickerServerOptions()

@@ -47,6 +47,11 @@ public struct SchedulingDecision {
     public var alsoCharged: [Endpoint] = []
     /// Estimated prompt tokens charged to `inFlightPromptTokens`.
     public var chargedPromptTokens: Int = 0
+    /// Headers to set on the client's response (answer to response_headers), e.g. `x-session-token`,
+    /// `x-epp-decision`.
+    public var responseHeaders: [HeaderValueOption] = []
+    /// Set when the model was rewritten: the response's `model` is rewritten back to the client's name.
+    public var responseModelRewrite: ResponseModelRewriter? = nil
 
     public init(endpoint: Endpoint, destination: String? = nil) {
         self.endpoint = endpoint

@@ -1,0 +1,265 @@
+import EPPEventLoop
+import EPPProtobuf
+import Logging
+
+/// The scheduler of the framework (scheduling.md §1, epp-protocol.md §8), one instance per event loop.
+/// Reads the shared config (`ConfigHolder`, swapped atomically on reload) and the datastore snapshot once
+/// per request; keeps per-loop mutable state (random source, scratch buffers) in its `SchedulingContext`.
+///
+/// Per request (synchronous, on the loop):
+///  1. body parsed once (`ParsedRequest`; 400s per epp-protocol.md §7), or the parser's own check
+///     (passthrough: none; vLLM gRPC: path + frame);
+///  2. target model = `x-gateway-model-name-rewrite` ?? body model, then a `modelRewrites` rule; the body is
+///     changed only by splicing the model value;
+///  3. priority from `x-gateway-inference-objective` via the config's objectives (default 0);
+///  4. candidates = datastore ∩ subset hint ∩ `test-epp-endpoint-selection`, minus unhealthy/stale endpoints
+///     (if **all** are unhealthy, all are kept: scoring on old data beats failing) ⇒ none: 503 (header-only
+///     request with an empty datastore: 500);
+///  5. admission: priority < 0 and saturation ≥ 1 ⇒ 429;
+///  6. data producers (prefix match info), profile handler (filters → scorers → picker per profile);
+///     failure ⇒ 429 `failed to find target endpoint: …`;
+///  7. decision: destination, `x-prefiller-host-port` (P/D), control headers removed upstream, in-flight
+///     requests and prompt tokens charged (released at stream end), prefix index updated synchronously for
+///     the decode and prefill endpoints, optional explanation.
+/// Header-only requests go through the same candidates, admission and profiles (without a body).
+public final class FrameworkScheduler: RequestScheduler {
+    public struct Options: Sendable {
+        /// Endpoints whose last scrape is older than this are treated as unhealthy (besides the scraper's
+        /// own `healthy` flag). Default 2 s.
+        public var metricsStalenessNanos: UInt64 = 2_000_000_000
+        /// Monotonic clock (ns), the same clock as `ScrapedMetrics.scrapedAt`.
+        public var clock: @Sendable () -> UInt64 = { EventLoop.now() }
+        public init() {}
+    }
+
+    public static let debugHeader = "x-epp-debug"
+    public static let explainHeader = "x-epp-decision"
+    public static let encoderHostsPortsHeader = "x-encoder-hosts-ports"
+
+    private let datastore: Datastore
+    private let holder: ConfigHolder
+    private let options: Options
+    private var logger: Logger
+    private let ctx = SchedulingContext()
+    private var lastSnapshotVersion = -1
+
+    public init(datastore: Datastore, config: ConfigHolder, logger: Logger = Logger(label: "epp.scheduler"),
+                options: Options = Options()) {
+        self.datastore = datastore
+        self.holder = config
+        self.logger = logger
+        self.options = options
+    }
+
+    /// The context of the last decision (tests, benchmarks).
+    public var lastContext: SchedulingContext { ctx }
+
+    public func schedule(_ request: SchedulingRequest, waiter: SchedulingWaiter) -> SchedulingOutcome? {
+        let config = holder.config
+        let snapshot = datastore.snapshot()
+        if snapshot.version != lastSnapshotVersion { snapshotChanged(snapshot, config) }
+        ctx.reset(now: options.clock())
+        ctx.headers = request.headers
+        ctx.explain = config.explainDecisions || request.header(FrameworkScheduler.debugHeader) == "1"
+
+        // 1–2. body and model
+        var rewrittenBody: [UInt8]? = nil
+        if !request.headerOnly {
+            if let error = understandBody(request, config, &rewrittenBody) { return .rejected(error) }
+        }
+        // 3. priority
+        if let objective = request.header(EPPHeaders.objective) { ctx.priority = config.objectives[objective] ?? 0 }
+
+        // 4. candidates
+        if snapshot.isEmpty { return .rejected(request.headerOnly ? .noPodsInDatastore : .serviceUnavailable) }
+        buildCandidates(snapshot, request)
+        if ctx.endpoints.isEmpty { return .rejected(.serviceUnavailable) }
+
+        // 5. admission (legacy: sheddable requests when saturated)
+        if ctx.priority < 0 && config.saturationDetector.saturation(ctx, ctx.allCandidates) >= 1 {
+            return .rejected(.shed)
+        }
+
+        // 6. producers and profiles
+        for p in config.producers { p.produce(ctx) }
+        let result: ProfileHandlerResult
+        switch config.profileHandler.run(ctx, config) {
+        case .success(let r): result = r
+        case .failure(let f): return .rejected(.schedulerFailed(f.message))
+        }
+
+        // 7. decision
+        return .decided(makeDecision(request, config, result, rewrittenBody))
+    }
+
+    // MARK: steps
+
+    /// Parses the body per the config's parser; sets model fields; returns an error to answer.
+    private func understandBody(_ request: SchedulingRequest, _ config: PickerConfig, _ rewritten: inout [UInt8]?) -> RequestError? {
+        ctx.body = request.body
+        ctx.bodyBytes = request.body.count
+        let isGRPC = config.parser == .vllmGRPC
+            || (config.parser == .openai && (request.header("content-type")?.hasPrefix("application/grpc") ?? false))
+        if isGRPC { return checkGRPCFrame(request) }
+        if config.parser == .passthrough { return nil }
+
+        let path = APIKind.requestPath { request.header($0) }
+        let kind = APIKind.from(path: path)
+        let parsed: ParsedRequest
+        switch ParsedRequest.parse(body: request.body, kind: kind) {
+        case .success(let p): parsed = p
+        case .failure(let e): return e
+        }
+        ctx.parsed = parsed
+        ctx.incomingModel = parsed.model
+        var target = request.header(EPPHeaders.modelNameRewrite).flatMap { $0.isEmpty ? nil : $0 } ?? parsed.model
+        if let rule = config.modelRewrites[target] { target = chooseRewrite(rule) }
+        ctx.targetModel = target
+        if parsed.needsModelRewrite(to: target) { rewritten = parsed.bodyWithModel(target, body: request.body) }
+        switch kind {
+        case .completions: ctx.promptChars = parsed.promptRange?.count ?? 0
+        case .chatCompletions: ctx.promptChars = parsed.messagesRange?.count ?? 0
+        case .responses: ctx.promptChars = (parsed.inputRange?.count ?? 0) + (parsed.instructionsRange?.count ?? 0)
+        case .conversations: ctx.promptChars = parsed.itemsRange?.count ?? 0
+        case .embeddings: ctx.promptChars = parsed.inputRange?.count ?? 0
+        }
+        return nil
+    }
+
+    /// vLLM gRPC (`vllmgrpc-parser`): `:path` must be `/vllm.grpc.engine.VllmEngine/Generate` or `/Embed`;
+    /// the body must be exactly one gRPC frame `[flag 0|1][u32 BE length][message]`. The message itself is
+    /// forwarded unchanged (not decoded: no model, no prefix hashing).
+    private func checkGRPCFrame(_ request: SchedulingRequest) -> RequestError? {
+        let path = request.path
+        let prefix = "/vllm.grpc.engine.VllmEngine/"
+        let method: String
+        if path == prefix + "Generate" { method = "Generate" } else if path == prefix + "Embed" { method = "Embed" } else {
+            return .unsupportedGRPCPath(path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path)
+        }
+        let b = request.body
+        guard b.count >= 5, b[0] <= 1 else { return .grpcPayloadParse(method: method) }
+        let len = Int(b[1]) << 24 | Int(b[2]) << 16 | Int(b[3]) << 8 | Int(b[4])
+        guard len == b.count - 5 else { return .grpcPayloadParse(method: method) }
+        return nil
+    }
+
+    private func chooseRewrite(_ targets: [(model: String, weight: Double)]) -> String {
+        let total = targets.reduce(0) { $0 + $1.weight }
+        if total <= 0 { return targets[Int(ctx.random.next() % UInt64(targets.count))].model }
+        var u = Double(ctx.random.next() >> 11) / Double(1 << 53) * total
+        for t in targets {
+            if u < t.weight { return t.model }
+            u -= t.weight
+        }
+        return targets[targets.count - 1].model
+    }
+
+    /// Datastore ∩ subset hint ∩ conformance selection, then health.
+    private func buildCandidates(_ snapshot: EndpointSnapshot, _ request: SchedulingRequest) {
+        let hint = request.subsetHint
+        for e in snapshot.endpoints {
+            if let hint, !hint.allows(address: e.spec.address, port: e.spec.port, hostPort: e.hostPort) { continue }
+            ctx.endpoints.append(e)
+        }
+        if let selection = request.header(HeaderBasedTestingFilter.header) {
+            let all = ctx.endpoints
+            let picked = HeaderBasedTestingFilter.select(selection, Array(all.indices)) { all[$0] }
+            ctx.endpoints.removeAll(keepingCapacity: true)
+            for i in picked { ctx.endpoints.append(all[i]) }
+        }
+        var healthy = 0
+        for e in ctx.endpoints {
+            let m = e.metrics
+            ctx.metrics.append(m)
+            if isHealthy(m) { healthy += 1 }
+        }
+        if healthy > 0 && healthy < ctx.endpoints.count {
+            var k = 0
+            for i in 0..<ctx.endpoints.count where isHealthy(ctx.metrics[i]) {
+                ctx.endpoints[k] = ctx.endpoints[i]
+                ctx.metrics[k] = ctx.metrics[i]
+                k += 1
+            }
+            ctx.endpoints.removeLast(ctx.endpoints.count - k)
+            ctx.metrics.removeLast(ctx.metrics.count - k)
+        }
+    }
+
+    @inline(__always)
+    private func isHealthy(_ m: ScrapedMetrics?) -> Bool {
+        guard let m, m.healthy else { return false }
+        return ctx.now <= m.scrapedAt || ctx.now - m.scrapedAt <= options.metricsStalenessNanos
+    }
+
+    private func makeDecision(_ request: SchedulingRequest, _ config: PickerConfig, _ result: ProfileHandlerResult,
+                              _ rewrittenBody: [UInt8]?) -> SchedulingDecision {
+        let targets = result.primary.targets
+        let primary = ctx.endpoints[targets[0]]
+        var destination = primary.hostPort
+        if targets.count > 1 { destination = targets.map { ctx.endpoints[$0].hostPort }.joined(separator: ",") }
+        var d = SchedulingDecision(endpoint: primary, destination: destination)
+        d.rewrittenBody = rewrittenBody
+        if rewrittenBody != nil {
+            d.responseModelRewrite = ResponseModelRewriter(target: ctx.targetModel, incoming: ctx.incomingModel)
+        }
+
+        var prefill: Endpoint? = nil
+        if let p = result.prefill?.targets.first {
+            let pe = ctx.endpoints[p]
+            prefill = pe
+            d.setHeaders.append(HeaderValueOption(key: EPPHeaders.prefillerHostPort, rawValue: pe.hostPort))
+            d.alsoCharged.append(pe)
+        }
+        if let enc = result.encode, !enc.targets.isEmpty {
+            d.setHeaders.append(HeaderValueOption(key: FrameworkScheduler.encoderHostsPortsHeader,
+                                                  rawValue: enc.targets.map { ctx.endpoints[$0].hostPort }.joined(separator: ",")))
+        }
+        // control headers never reach the model server (§13.2)
+        for h in request.headers {
+            switch h.name {
+            case EPPHeaders.objective, EPPHeaders.modelNameRewrite, EPPHeaders.fairnessID:
+                if !d.removeHeaders.contains(h.name) { d.removeHeaders.append(h.name) }
+            case EPPHeaders.prefillerHostPort where prefill == nil:
+                if !d.removeHeaders.contains(h.name) { d.removeHeaders.append(h.name) }
+            case FrameworkScheduler.encoderHostsPortsHeader where result.encode == nil:
+                if !d.removeHeaders.contains(h.name) { d.removeHeaders.append(h.name) }
+            default:
+                break
+            }
+        }
+
+        // in-flight accounting (released by `release` at stream end)
+        let tokens = (ctx.parsed != nil ? ctx.promptChars : ctx.bodyBytes) / 4
+        d.chargedPromptTokens = tokens
+        primary.inFlightRequests.wrappingIncrement(ordering: .relaxed)
+        primary.inFlightPromptTokens.wrappingIncrement(by: tokens, ordering: .relaxed)
+        for e in d.alsoCharged {
+            e.inFlightRequests.wrappingIncrement(ordering: .relaxed)
+            e.inFlightPromptTokens.wrappingIncrement(by: tokens, ordering: .relaxed)
+        }
+
+        // after-pick hooks, synchronously on this loop (the next request already sees the new prefix)
+        for p in config.producers { p.afterPick(ctx, primary: primary, prefill: prefill) }
+        for p in config.preRequestPlugins { p.preRequest(ctx, primary: primary, prefill: prefill) }
+
+        if config.setsSessionToken {
+            d.responseHeaders.append(HeaderValueOption(key: SessionAffinityScorer.header, rawValue: SessionAffinityScorer.token(for: primary)))
+        }
+        if ctx.explain {
+            let text = DecisionExplanation.render(ctx, result)
+            d.responseHeaders.append(HeaderValueOption(key: FrameworkScheduler.explainHeader, rawValue: text))
+            logger.debug("decision \(request.requestID): \(text)")
+        }
+        return d
+    }
+
+    private func snapshotChanged(_ snapshot: EndpointSnapshot, _ config: PickerConfig) {
+        let first = lastSnapshotVersion < 0
+        lastSnapshotVersion = snapshot.version
+        if first { return }
+        let keep = Set(snapshot.endpoints.map { $0.spec.namespacedName })
+        for p in config.producers {
+            if let approx = p as? ApproxPrefixCacheProducer { approx.index.prune(keeping: keep) }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import EPPProtobuf
+
+/// Everything the plugins see of one request. One instance per scheduler (= per event loop), reset and
+/// reused for every request (no per-request allocation of the context itself). Not thread-safe.
+public final class SchedulingContext {
+    /// Per-loop random source (tie-breaks, exploration, weighted picks).
+    public var random = FastRandom()
+    /// Monotonic now (ns, `EventLoop.now()` clock) at the start of the decision.
+    public var now: UInt64 = 0
+    /// The request's candidate endpoints (after subset hint, conformance header and health).
+    public internal(set) var endpoints: [Endpoint] = []
+    /// Metrics of each candidate, read once per request (same order as `endpoints`).
+    public internal(set) var metrics: [ScrapedMetrics?] = []
+    /// Request headers (lower-case names, as Envoy sends them).
+    public internal(set) var headers: [HeaderField] = []
+    /// Parsed body (nil: header-only request or a non-JSON parser).
+    public internal(set) var parsed: ParsedRequest?
+    /// The model the client asked for, and the model sent upstream (after rewrite).
+    public internal(set) var incomingModel = ""
+    public internal(set) var targetModel = ""
+    /// Length of the prompt as the reference's P/D decider measures it (bytes of the prompt text or of the
+    /// messages JSON; ≈ 4 × tokens).
+    public internal(set) var promptChars = 0
+    /// Request body size in bytes.
+    public internal(set) var bodyBytes = 0
+    /// Priority from the objective (default 0; < 0 is sheddable).
+    public internal(set) var priority = 0
+
+    // Prefix match info (approx-prefix-cache-producer).
+    /// True once the producer ran for this request.
+    public internal(set) var hasPrefixInfo = false
+    /// Block hashes of this request (kv-index.md §1.2).
+    public internal(set) var prefixHashes: [UInt64] = []
+    /// matchBlocks per candidate (same order as `endpoints`).
+    public internal(set) var prefixMatches: [Int] = []
+    /// Tokens per block used for this request (after autoTune).
+    public internal(set) var blockSizeTokens = 16
+    /// Scratch for hashing.
+    var hashScratch: [UInt8] = []
+    var inputScratch: [UInt8] = []
+
+    /// The body bytes (valid only during `schedule`).
+    public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
+
+    /// Set when the decision should be explained.
+    public internal(set) var explain = false
+
+    public init() {}
+
+    /// `totalBlocks` of the prefix match info.
+    public var prefixTotalBlocks: Int { prefixHashes.count }
+
+    /// matchBlocks / totalBlocks for candidate `i` (0 without info or with no blocks).
+    @inline(__always)
+    public func prefixRatio(_ i: Int) -> Double {
+        let total = prefixHashes.count
+        guard hasPrefixInfo, total > 0, i < prefixMatches.count else { return 0 }
+        return Double(prefixMatches[i]) / Double(total)
+    }
+
+    /// First header named `name`.
+    public func header(_ name: String) -> String? {
+        for h in headers where h.name == name { return h.value }
+        return nil
+    }
+
+    func reset(now: UInt64) {
+        self.now = now
+        endpoints.removeAll(keepingCapacity: true)
+        metrics.removeAll(keepingCapacity: true)
+        headers = []
+        parsed = nil
+        incomingModel = ""
+        targetModel = ""
+        promptChars = 0
+        bodyBytes = 0
+        priority = 0
+        hasPrefixInfo = false
+        prefixHashes.removeAll(keepingCapacity: true)
+        prefixMatches.removeAll(keepingCapacity: true)
+        blockSizeTokens = 16
+        body = UnsafeRawBufferPointer(start: nil, count: 0)
+        explain = false
+    }
+
+    /// All candidate indices `0..<endpoints.count`.
+    public var allCandidates: [Int] { Array(0..<endpoints.count) }
+}
+
+/// One scheduling profile: filters in order, weighted scorers, exactly one picker (scheduling.md §1).
+public final class SchedulingProfile: Sendable {
+    public struct WeightedScorer: Sendable {
+        public let scorer: any SchedulingScorer
+        public let weight: Double
+    }
+
+    public let name: String
+    public let filters: [any SchedulingFilter]
+    public let scorers: [WeightedScorer]
+    public let picker: any SchedulingPicker
+
+    public init(name: String, filters: [any SchedulingFilter], scorers: [WeightedScorer], picker: any SchedulingPicker) {
+        self.name = name
+        self.filters = filters
+        self.scorers = scorers
+        self.picker = picker
+    }
+
+    /// Filters ⇒ scorers (`total = Σ weight · clamp(score, 0, 1)`, weights not normalised) ⇒ picker.
+    /// nil when the filters leave nothing (or the picker picks nothing).
+    public func run(_ ctx: SchedulingContext, candidates: [Int]) -> ProfileResult? {
+        var current = candidates
+        for f in filters {
+            current = f.filter(ctx, current)
+            if current.isEmpty { return nil }
+        }
+        var totals = [Double](repeating: 0, count: current.count)
+        var scratch = [Double](repeating: 0, count: current.count)
+        var perScorer: [[Double]] = []
+        for ws in scorers {
+            for k in scratch.indices { scratch[k] = 0 }
+            ws.scorer.score(ctx, current, into: &scratch)
+            for k in scratch.indices {
+                var s = scratch[k]
+                if !(s >= 0) { s = 0 } else if s > 1 { s = 1 }   // NaN ⇒ 0
+                scratch[k] = s
+                totals[k] += ws.weight * s
+            }
+            if ctx.explain { perScorer.append(scratch) }
+        }
+        let picked = picker.pick(ctx, current, scores: totals)
+        guard !picked.isEmpty else { return nil }
+        var r = ProfileResult(profileName: name, targets: picked)
+        if ctx.explain {
+            r.scored = current
+            r.totals = totals
+            r.perScorer = perScorer
+            r.scorerLabels = scorers.map { (DecisionExplanation.sanitize($0.scorer.name), $0.weight) }
+        }
+        return r
+    }
+}

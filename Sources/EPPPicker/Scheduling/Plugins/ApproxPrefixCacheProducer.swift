@@ -1,0 +1,81 @@
+/// `approx-prefix-cache-producer` — computes the request's prefix match info once per request
+/// (kv-index.md §1): hash input per API kind (`ParsedRequest.prefixHashInput`), cut to
+/// `maxBlocks × blockChars` bytes, block chars = tokens-per-block × 4; xxHash64 chain seeded by the target
+/// model (+ `cache_salt`); lookup in the shared `PrefixIndex` ⇒ matchBlocks per candidate, totalBlocks.
+/// After the pick, all hashes are recorded for the primary endpoint and the prefill endpoint, synchronously
+/// (the reference does it asynchronously and for the primary only: §13.14).
+///
+/// Parameters: `autoTune` true (tokens per block from the first candidate's `cache_config_info` block size,
+/// LRU capacity per endpoint from its `num_gpu_blocks`), `blockSizeTokens` 16, `maxPrefixBlocksToMatch` 256,
+/// `maxPrefixTokensToMatch` 0 (> 0 overrides: blocks = tokens / block size), `lruCapacityPerServer` 31250.
+/// The deprecated `blockSize` (characters) without `blockSizeTokens` is an error.
+/// Auto-created when a plugin needs prefix info and no producer is configured.
+public final class ApproxPrefixCacheProducer: DataProducer {
+    public let typeName = "approx-prefix-cache-producer"
+    public let name: String
+    public let autoTune: Bool
+    public let blockSizeTokens: Int
+    public let maxPrefixBlocksToMatch: Int
+    public let maxPrefixTokensToMatch: Int
+    public let lruCapacityPerServer: Int
+    public let index: PrefixIndex
+
+    public init(name: String = "approx-prefix-cache-producer", params: ConfigReader? = nil, hints: [String: Int] = [:],
+                index: PrefixIndex) throws(PickerConfigError) {
+        self.name = name
+        self.index = index
+        autoTune = try params?.bool("autoTune") ?? true
+        if let p = params, p.has("blockSize"), !p.has("blockSizeTokens") {
+            throw PickerConfigError(line: p.lineOf("blockSize"),
+                                    "\(name): 'blockSize' (characters) is no longer supported; use 'blockSizeTokens' (tokens per block, 1 token ≈ 4 characters)")
+        }
+        params?.ignore("blockSize")
+        blockSizeTokens = try params?.int("blockSizeTokens") ?? hints["blockSizeTokens"] ?? 16
+        maxPrefixBlocksToMatch = try params?.int("maxPrefixBlocksToMatch") ?? hints["maxPrefixBlocksToMatch"] ?? 256
+        maxPrefixTokensToMatch = try params?.int("maxPrefixTokensToMatch") ?? hints["maxPrefixTokensToMatch"] ?? 0
+        lruCapacityPerServer = try params?.int("lruCapacityPerServer") ?? hints["lruCapacityPerServer"] ?? 31_250
+        guard blockSizeTokens > 0, maxPrefixBlocksToMatch >= 0, lruCapacityPerServer > 0 else {
+            throw PickerConfigError(line: params?.line, "\(name): blockSizeTokens and lruCapacityPerServer must be > 0")
+        }
+        try params?.finish()
+    }
+
+    /// Tokens per block for this request.
+    func effectiveBlockSize(_ ctx: SchedulingContext) -> Int {
+        if autoTune, let first = ctx.metrics.first, let bs = first?.metrics.kvBlockSize, bs > 0 { return bs }
+        return blockSizeTokens
+    }
+
+    public func produce(_ ctx: SchedulingContext) {
+        ctx.hasPrefixInfo = true
+        ctx.prefixHashes.removeAll(keepingCapacity: true)
+        ctx.prefixMatches.removeAll(keepingCapacity: true)
+        ctx.prefixMatches.append(contentsOf: repeatElement(0, count: ctx.endpoints.count))
+        let bs = effectiveBlockSize(ctx)
+        ctx.blockSizeTokens = bs
+        guard let parsed = ctx.parsed else { return }
+        let maxBlocks = maxPrefixTokensToMatch > 0 ? maxPrefixTokensToMatch / bs : maxPrefixBlocksToMatch
+        let blockChars = bs * 4
+        guard maxBlocks > 0 else { return }
+        let input = parsed.prefixHashInput(body: ctx.body, maxBytes: maxBlocks * blockChars)
+        input.withUnsafeBytes { bytes in
+            PrefixHashChain.compute(model: ctx.targetModel, cacheSalt: parsed.cacheSalt, input: bytes, blockChars: blockChars,
+                                    maxBlocks: maxBlocks, into: &ctx.prefixHashes, scratch: &ctx.hashScratch)
+        }
+        guard !ctx.prefixHashes.isEmpty else { return }
+        index.lookup(ctx.prefixHashes, candidates: ctx.endpoints, into: &ctx.prefixMatches)
+    }
+
+    public func afterPick(_ ctx: SchedulingContext, primary: Endpoint, prefill: Endpoint?) {
+        guard !ctx.prefixHashes.isEmpty else { return }
+        index.record(ctx.prefixHashes, endpoint: primary, capacity: capacity(primary))
+        if let prefill, prefill !== primary {
+            index.record(ctx.prefixHashes, endpoint: prefill, capacity: capacity(prefill))
+        }
+    }
+
+    private func capacity(_ e: Endpoint) -> Int {
+        if autoTune, let n = e.metrics?.metrics.kvNumBlocks, n > 0 { return n }
+        return lruCapacityPerServer
+    }
+}
