@@ -44,7 +44,8 @@ def main():
             "--question-tokens", "16", "--output-tokens", "4", "--concurrency", "20", "--stream", "--quiet", "--seed", "3"]
     results = {}
     for setup in ["Envoy alone", "Envoy + epp"]:
-        fleet = Fleet(sim_bin, 1, 20000, 0.01)
+        fleet = Fleet(sim_bin, 1, 20000, 1.0, extra=["--max-num-seqs", "64", "--prefill-overhead-ms", "1",
+                                                      "--prefill-per-token-ms", "0.0001", "--itl-ms", "1"])
         procs = []
         try:
             if setup == "Envoy alone":

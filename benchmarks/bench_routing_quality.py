@@ -50,14 +50,14 @@ def ensure_peer_venv():
 
 
 class Fleet:
-    def __init__(self, sim_bin, count, kv_blocks, time_scale):
+    def __init__(self, sim_bin, count, kv_blocks, time_scale, extra=()):
         # epp-sim takes consecutive ports: find a free run
         base = harness.free_port()
         while not all(_free(base + i) for i in range(count)):
             base = harness.free_port()
         self.ports = [base + i for i in range(count)]
         self.proc = harness.Process([sim_bin, "--count", str(count), "--port", str(base), "--kv-blocks", str(kv_blocks),
-                                     "--max-num-seqs", "8", "--time-scale", str(time_scale)], "sim")
+                                     "--max-num-seqs", "8", "--time-scale", str(time_scale), *extra], "sim")
         for p in self.ports:
             harness.wait_port(p, 60)
 
