@@ -5,6 +5,7 @@
 //   EPPEventLoop  – epoll reactor, timers, cross-thread wake-ups, sockets
 //   EPPHTTP2      – HTTP/2 server connections on libnghttp2, TLS on OpenSSL
 //   EPPGRPC       – gRPC framing, status, service routing on top of HTTP/2 streams
+//   EPPRedis      – hiredis async client on our event loop (batched writes, timeouts, reconnect)
 //   EPPProtobuf   – hand-written protobuf wire codec + ext_proc / grpc.health.v1 messages
 //   EPPObservability – metrics registry (lock-free counters/histograms) and Prometheus text rendering
 //   EPPPicker     – the picker domain: ext_proc stream state machine, request parsing, datastore, scheduling
@@ -41,8 +42,9 @@ let package = Package(
         .target(name: "EPPProtobuf"),
         .target(name: "EPPObservability", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
+        .target(name: "EPPRedis", dependencies: ["EPPEventLoop", "CHiredis", "CLinux", "EPPObservability"]),
         .target(name: "EPPPicker", dependencies: [
-            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "CLinux",
+            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "CLinux", "CCurl",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
@@ -75,6 +77,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "EPPProtobufTests", dependencies: ["EPPProtobuf"]),
+        .testTarget(name: "EPPRedisTests", dependencies: ["EPPRedis", "EPPEventLoop"]),
         .testTarget(name: "EPPCoreTests", dependencies: ["EPPEventLoop", "EPPHTTP2", "EPPGRPC", "EPPProtobuf"]),
         .testTarget(name: "EPPPickerTests", dependencies: ["EPPPicker", "EPPProtobuf"]),
         .testTarget(name: "EPPServerTests", dependencies: ["EPPServer", "EPPPicker", "EPPProtobuf", "EPPApp", "EPPEventLoop"]),
