@@ -68,8 +68,9 @@ public final class LoadRunner: Sendable {
         let total = config.totalRequests
 
         let progressTask: Task<Void, Never>? = progress ? Task {
-            while !Task.isCancelled {
+            while true {
                 try? await Task.sleep(for: .milliseconds(250))
+                if Task.isCancelled { return }
                 printProgress(total: total, start: start, final: false)
             }
         } : nil
@@ -98,6 +99,7 @@ public final class LoadRunner: Sendable {
         }
         let duration = (ContinuousClock.now - start).secondsDouble
         progressTask?.cancel()
+        await progressTask?.value
         if progress { printProgress(total: total, start: start, final: true) }
         try? await client.shutdown()
         let results = collected.withLock { $0 }.sorted { $0.index < $1.index }

@@ -11,13 +11,20 @@ import Hummingbird
 /// | `POST /v1/chat/completions/render` | `{"token_ids":[…]}` |
 /// | `GET /v1/models`, `GET /health`, `GET /metrics`, `GET /version` | as vLLM |
 /// | `POST /reset_prefix_cache` | drop unpinned KV blocks (vLLM dev endpoint) |
+/// | `GET /stats`, `POST /reset` | fake-backend counters since the last reset (model-server.md §8); reset also drops unpinned blocks |
+/// | `GET /get_server_info`, `/get_model_info` | SGLang-style probes (for sglang-router / smg baselines) |
 ///
-/// Every response carries `x-inference-pod` and `x-inference-port`; non-streaming generation
+/// Not simulated: `n > 1` (one choice per prompt), `stop`, `echo`, logprobs, LoRA adapters,
+/// `/v1/responses`, `/v1/embeddings`, streaming of batched prompts (400).
+///
+/// Every response carries `x-inference-pod`, `x-inference-port` and `x-backend-id: b<port>`
+/// (the §8 fake-backend header); non-streaming generation
 /// responses also carry the simulator's own view: `x-sim-ttft-ms` (simulated, scaled TTFT),
 /// `x-sim-queue-ms` (time spent waiting) and `x-sim-cached-tokens`.
 public enum OpenAIRoutes {
     static let podField = HTTPFields.Element.Name("x-inference-pod")!
     static let portField = HTTPFields.Element.Name("x-inference-port")!
+    static let backendField = HTTPFields.Element.Name("x-backend-id")!
     static let ttftField = HTTPFields.Element.Name("x-sim-ttft-ms")!
     static let queueField = HTTPFields.Element.Name("x-sim-queue-ms")!
     static let cachedField = HTTPFields.Element.Name("x-sim-cached-tokens")!
@@ -43,6 +50,23 @@ public enum OpenAIRoutes {
         router.post("/reset_prefix_cache") { _, _ in
             state.resetPrefixCache()
             return Response(status: .ok)
+        }
+        // Fake-backend extras (model-server.md §8) and SGLang-style probes used by sglang-router.
+        router.get("/stats") { _, _ in jsonResponse(state.stats()) }
+        router.post("/reset") { _, _ in
+            state.resetStats()
+            return jsonResponse(["status": "ok"])
+        }
+        router.get("/get_model_info") { _, _ in
+            jsonResponse(["model_path": .string(state.config.model), "tokenizer_path": .string(state.config.model), "is_generation": true])
+        }
+        router.get("/get_server_info") { _, _ in
+            jsonResponse([
+                "model_path": .string(state.config.model), "served_model_name": .string(state.config.model),
+                "max_running_requests": .int(state.config.maxNumSeqs), "page_size": .int(state.config.blockSize),
+                "max_total_num_tokens": .int(state.config.kvBlocks * state.config.blockSize),
+                "context_length": .int(state.config.maxModelLen), "version": "0.0.0-epp-sim",
+            ])
         }
         return router
     }
@@ -91,7 +115,9 @@ struct SimHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
             response = OpenAIRoutes.errorResponse(status: 500, message: "\(error)")
         }
         response.headers[OpenAIRoutes.podField] = state.podName
-        response.headers[OpenAIRoutes.portField] = String(state.port)
+        let port = state.port
+        response.headers[OpenAIRoutes.portField] = String(port)
+        response.headers[OpenAIRoutes.backendField] = "b\(port)"
         return response
     }
 }

@@ -104,6 +104,8 @@ public final class ServerState: Sendable {
         var failures = 0
         var ttft = Histogram(bounds: [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10])
         var e2e = Histogram(bounds: [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60])
+        /// Counter values at the last `/reset` (for `/stats`).
+        var statsBase = (requests: 0, prompt: 0, hits: 0, failures: 0)
         var queue = Histogram(bounds: [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60])
     }
 
@@ -162,6 +164,31 @@ public final class ServerState: Sendable {
     /// Whether the cache (prefix) already holds these blocks — for tests/diagnostics.
     public func cachedPrefixBlocks(_ hashes: [UInt64]) -> Int { core.withLock { $0.cache.matchPrefix(hashes) } }
 
+    /// Counters since the last ``resetStats()`` (fake-backend `/stats`, model-server.md §8).
+    public func stats() -> JSON {
+        core.withLock { c in
+            let prompt = c.prefixQueries - c.statsBase.prompt
+            let hits = c.prefixHits - c.statsBase.hits
+            return [
+                "requests": .int(c.success - c.statsBase.requests), "failures": .int(c.failures - c.statsBase.failures),
+                "prompt_tokens": .int(prompt), "hit_tokens": .int(hits),
+                "hit_rate": prompt > 0 ? .double(Double(hits) / Double(prompt)) : .double(0),
+                "running": .int(c.running), "waiting": .int(c.waiting.count),
+                "kv_blocks_resident": .int(c.cache.residentCount), "kv_blocks_pinned": .int(c.cache.pinnedCount),
+                "kv_blocks_capacity": .int(c.cache.capacity),
+            ]
+        }
+    }
+
+    /// Fake-backend `/reset`: drop unpinned KV blocks and restart the `/stats` counters
+    /// (Prometheus counters stay monotonic).
+    public func resetStats() {
+        core.withLock { c in
+            c.cache.resetUnpinned()
+            c.statsBase = (c.success, c.prefixQueries, c.prefixHits, c.failures)
+        }
+    }
+
     /// vLLM `POST /reset_prefix_cache`: drop all unpinned blocks.
     @discardableResult
     public func resetPrefixCache() -> Int { core.withLock { $0.cache.resetUnpinned() } }
@@ -176,6 +203,8 @@ public final class ServerState: Sendable {
         if hashes.count > config.kvBlocks { throw SimError.kvCapacity }
         let id = nextSerial()
         let arrived = ContinuousClock.now
+        // A cancellation that raced with admission leaves the id in `cancelled`; drop it.
+        defer { core.withLock { _ = $0.cancelled.remove(id) } }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Admission, any Error>) in
                 enum Outcome { case admitted(Admission), full, cancelled, queued }
