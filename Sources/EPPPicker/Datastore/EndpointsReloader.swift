@@ -79,7 +79,7 @@ public final class EndpointsReloader: Sendable {
             ])
             return .failed(reason: "\(error)")
         }
-        let skipped = loaded.problems.filter { $0.index != nil }.count
+        let skipped = Set(loaded.problems.compactMap(\.index)).count   // entries, not problems
         for p in loaded.problems {
             logger.warning("endpoints file: skipping invalid entry", metadata: ["path": "\(path)", "problem": "\(p)"])
         }

@@ -153,7 +153,8 @@ public final class MetricsScraper: @unchecked Sendable {
     }
 
     /// Stops scraping and joins the thread: in-flight transfers are aborted, connections closed. Endpoints keep
-    /// their last metrics. Idempotent; must not be called on the scraper's own loop.
+    /// their last metrics. Idempotent; called on the scraper's own loop it only
+    /// requests the stop (no join).
     public func stop() {
         let tid: pthread_t? = lifecycle.withLock { state in
             defer { state = .stopped }
@@ -162,6 +163,7 @@ public final class MetricsScraper: @unchecked Sendable {
         }
         guard let tid else { return }
         eventLoop.stop()
+        if pthread_equal(tid, pthread_self()) != 0 { return }   // called on the scraper loop: it tears down on exit
         pthread_join(tid, nil)
     }
 
