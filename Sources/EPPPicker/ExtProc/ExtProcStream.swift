@@ -35,9 +35,12 @@ public enum ExtProcErrorCode {
 ///   request_body*   ── buffer (≤ maxRequestBodyBytes, else 413); on end_of_stream ▶ decide ▶
 ///                      headers response, then the body re-chunked (≤ 62,000 B) as streamed_response
 ///   request_trailers ─ end of body: decide ▶ headers response, body (eos=false), trailers response
-///   response_headers ▶ answered at once
-///   response_body*  ▶ each chunk echoed at once (SSE tokens are never delayed)
-///   response_trailers ▶ answered
+///   response_headers ▶ answered at once, with the decision's response headers (`x-epp-decision`,
+///                      `x-session-token`) and, for conformance requests, `x-conformance-test-served-endpoint`
+///   response_body*  ▶ each chunk echoed at once (SSE tokens are never delayed; the model name rewritten
+///                      back per chunk when the request's model was rewritten) and scanned for usage; a
+///                      non-SSE body is buffered only when its model name must be rewritten back
+///   response_trailers ▶ (flush a buffered body without end_of_stream) answered
 ///   stream end (Envoy RST_STREAM or half-close) ▶ release the endpoint's in-flight count
 ///
 /// Every message gets exactly the answers its phase allows, in the order Envoy requires
@@ -81,6 +84,13 @@ public final class ExtProcStream: SchedulingWaiter {
     private var finishWhenDecided = false
     private var headersReceivedAt: UInt64 = 0
     private var bodyCompletedAt: UInt64 = 0
+    // response path
+    private var usageScanner: UsageScanner?
+    private var responseRewriter: ResponseModelRewriter?
+    private var bufferingResponse = false
+    private var responseBuffer: [UInt8] = []
+    /// Token usage reported by the model server (set when the response body ended).
+    public private(set) var usage: Usage?
 
     public init(output: ExtProcOutput, scheduler: RequestScheduler, limits: ExtProcLimits, observer: ExtProcObserver? = nil) {
         self.output = output
@@ -339,21 +349,80 @@ public final class ExtProcStream: SchedulingWaiter {
         guard requestPath == .forwarded, responsePath == .awaitingHeaders else {
             return spurious("response_headers received while request path is \(requestPath), response path \(responsePath)")
         }
-        send(.init(.responseHeaders(nil)))
+        let contentType = request.header("content-type")
+        let fds = responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue
+        if fds { usageScanner = UsageScanner(contentType: contentType) }
+        if let rw = decision?.responseModelRewrite, !rw.isIdentity, fds {
+            responseRewriter = rw
+            bufferingResponse = usageScanner?.mode == .json   // SSE chunks are rewritten one by one
+        }
+        var set = decision?.responseHeaders ?? []
+        if requestHeaders.contains(where: { $0.name == EPPHeaders.testEndpointSelection }) {
+            // conformance: the endpoint that actually served (proxy metadata), else our primary
+            var served = decision?.destination ?? ""
+            if case .string(let s)? = request.filterMetadata("envoy.lb")?[EPPHeaders.destinationEndpointServed] { served = s }
+            set.append(HeaderValueOption(key: EPPHeaders.conformanceServedEndpoint, rawValue: served))
+        }
+        send(.init(.responseHeaders(set.isEmpty ? nil : CommonResponse(headerMutation: HeaderMutation(setHeaders: set)))))
         responsePath = request.endOfStream ? .done : .streamingBody
+        if request.endOfStream { responseFinished() }
     }
 
     private func onResponseBody(_ request: ProcessingRequest, _ message: UnsafeRawBufferPointer) {
         if observability { return }
         guard responsePath == .streamingBody else { return spurious("response_body received while response path is \(responsePath)") }
         if responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue {
-            // Echo at once: SSE token latency depends on it.
             let chunk = UnsafeRawBufferPointer(rebasing: message[request.body])
-            output.send { out in appendBodyChunk(chunk, endOfStream: request.endOfStream, direction: .response, to: &out) }
+            usageScanner?.feed(chunk)
+            if bufferingResponse {
+                // non-SSE body whose model must be rewritten back: whole body, then ≤ 62,000-byte chunks
+                responseBuffer.append(contentsOf: chunk)
+                if request.endOfStream { flushResponseBuffer(endOfStream: true) }
+            } else if let rw = responseRewriter, let rewritten = rw.rewrite(chunk) {
+                output.send { out in
+                    rewritten.withUnsafeBytes { appendBodyChunk($0, endOfStream: request.endOfStream, direction: .response, to: &out) }
+                }
+            } else {
+                // Echo at once: SSE token latency depends on it.
+                output.send { out in appendBodyChunk(chunk, endOfStream: request.endOfStream, direction: .response, to: &out) }
+            }
         } else {
             send(.init(.responseBody(nil)))
         }
-        if request.endOfStream { responsePath = .done }
+        if request.endOfStream {
+            responsePath = .done
+            responseFinished()
+        }
+    }
+
+    private func flushResponseBuffer(endOfStream: Bool) {
+        bufferingResponse = false
+        let all = responseRewriter.map { $0.rewrite(responseBuffer) } ?? responseBuffer
+        responseBuffer = []
+        output.send { out in
+            all.withUnsafeBytes { bytes in
+                if bytes.count == 0 {
+                    appendBodyChunk(bytes, endOfStream: endOfStream, direction: .response, to: &out)
+                    return
+                }
+                var offset = 0
+                while offset < bytes.count {
+                    let end = min(offset + limits.bodyChunkBytes, bytes.count)
+                    appendBodyChunk(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]),
+                                    endOfStream: endOfStream && end == bytes.count, direction: .response, to: &out)
+                    offset = end
+                }
+            }
+        }
+    }
+
+    /// The response is complete (body end or trailers): usage is final.
+    private func responseFinished() {
+        if usage == nil, var scanner = usageScanner {
+            usage = scanner.finish()
+            usageScanner = nil
+        }
+        observer?.responseCompleted(self, usage: usage)
     }
 
     private func onResponseTrailers() {
@@ -361,8 +430,11 @@ public final class ExtProcStream: SchedulingWaiter {
         guard responsePath == .streamingBody || (responsePath == .awaitingHeaders && requestPath == .forwarded) else {
             return spurious("response_trailers received while response path is \(responsePath)")
         }
+        if bufferingResponse { flushResponseBuffer(endOfStream: false) }   // gRPC model servers end with trailers
         send(.init(.responseTrailers(nil)))
+        let wasStreaming = responsePath == .streamingBody
         responsePath = .done
+        if wasStreaming { responseFinished() }
     }
 
     // MARK: output helpers
@@ -410,6 +482,12 @@ public enum EPPHeaders {
     public static let objective = "x-gateway-inference-objective"
     public static let modelNameRewrite = "x-gateway-model-name-rewrite"
     public static let fairnessID = "x-gateway-inference-fairness-id"
+    /// Conformance: restricts candidates (request header).
+    public static let testEndpointSelection = "test-epp-endpoint-selection"
+    /// Conformance: the served endpoint, copied onto the response.
+    public static let conformanceServedEndpoint = "x-conformance-test-served-endpoint"
+    /// `envoy.lb` metadata key the proxy may set on response messages.
+    public static let destinationEndpointServed = "x-gateway-destination-endpoint-served"
 }
 
 /// Hooks for metrics and request ids; one per loop. All optional behaviour of a stream goes through it.
@@ -419,4 +497,10 @@ public protocol ExtProcObserver: AnyObject {
     func decided(_ stream: ExtProcStream, headersAt: UInt64, bodyAt: UInt64)
     func rejected(_ stream: ExtProcStream, _ error: RequestError)
     func streamFailed(_ stream: ExtProcStream, _ message: String)
+    /// The response ended (body end of stream or trailers); `usage` when the model server reported it.
+    func responseCompleted(_ stream: ExtProcStream, usage: Usage?)
+}
+
+extension ExtProcObserver {
+    public func responseCompleted(_ stream: ExtProcStream, usage: Usage?) {}
 }

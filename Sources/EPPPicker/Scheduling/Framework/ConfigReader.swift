@@ -51,6 +51,13 @@ public final class ConfigReader {
         pairs = p.map { (key: $0.0, keyNode: $0.1, value: $0.2) }
     }
 
+    /// A reader over a YAML text (tests, `--config-text`-style snippets).
+    public convenience init(yaml: String, context: String) throws(PickerConfigError) {
+        let node: Node?
+        do { node = try Yams.compose(yaml: yaml) } catch { throw PickerConfigError(line: nil, "invalid YAML: \(error)") }
+        try self.init(node, context: context)
+    }
+
     public var line: Int? { node?.mark?.line }
     public var keys: [String] { pairs.map(\.key) }
 
