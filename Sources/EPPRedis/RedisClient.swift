@@ -209,7 +209,7 @@ public final class RedisClient: @unchecked Sendable {
             guard self.admit() else { completion(.failure(.unavailable)); return }
             self.encodeEval(script.sourceBytes, evalsha: false, keys: keys, arguments: arguments)
             self.submitEncoded(sink: .single(completion), timeoutNanos: timeout - elapsed)
-        }), timeoutNanos: timeout, countAsCommand: true)
+        }), timeoutNanos: timeout)
     }
 
     /// Remembers `script` and `SCRIPT LOAD`s it now (if ready) and on every (re)connect, as part of the handshake.
@@ -219,7 +219,7 @@ public final class RedisClient: @unchecked Sendable {
         if state == .ready {
             encoder.reset()
             encoder.encode(command: [Array("SCRIPT".utf8), Array("LOAD".utf8), script.sourceBytes])
-            submitEncoded(sink: .single({ _ in }), timeoutNanos: configuration.connectTimeoutNanos, countAsCommand: false)
+            submitEncoded(sink: .single({ _ in }), timeoutNanos: configuration.connectTimeoutNanos)
         }
     }
 
@@ -243,7 +243,7 @@ public final class RedisClient: @unchecked Sendable {
         for a in arguments { encoder.append(argument: a) }
     }
 
-    private func submitEncoded(sink: Sink, timeoutNanos: UInt64?, countAsCommand: Bool = true) {
+    private func submitEncoded(sink: Sink, timeoutNanos: UInt64?) {
         encoder.bytes.withUnsafeBytes { submit($0, sink: sink, timeoutNanos: timeoutNanos) }
     }
 
