@@ -20,6 +20,9 @@ let package = Package(
         .executable(name: "epp", targets: ["epp"]),
         .executable(name: "epp-sim", targets: ["epp-sim"]),
         .executable(name: "epp-load", targets: ["epp-load"]),
+        // For the benchmark packages under benchmarks/.
+        .library(name: "EPPPicker", targets: ["EPPPicker"]),
+        .library(name: "EPPProtobuf", targets: ["EPPProtobuf"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -55,7 +58,7 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "EPPApp", dependencies: [
-            "EPPServer", "EPPPicker", "EPPEventLoop",
+            "EPPServer", "EPPPicker", "EPPEventLoop", "EPPObservability",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -4,6 +4,7 @@ import EPPPicker
 import EPPServer
 import Glibc
 import Logging
+import EPPObservability
 
 /// Command-line front of `epp`. Flag names follow the reference EPP (`pkg/epp/server/options.go`).
 public struct EPPCommand: ParsableCommand {
@@ -18,7 +19,10 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Serve ext_proc over TLS (ALPN h2); --secure-serving=false for h2c.") var secureServing: Bool = true
     @Option(help: "Directory with tls.crt and tls.key (default: a self-signed certificate made at start).") var certPath: String?
     @Option(help: "Endpoints file (YAML or JSON: endpoints: [{name, address, port, labels}]).") var endpointsFile: String?
-    @Option(help: "EndpointPickerConfig YAML file.") var configFile: String?
+    @Option(help: "EndpointPickerConfig YAML file; reloaded on change and on SIGHUP (an invalid new file keeps the old config).") var configFile: String?
+    @Option(help: "EndpointPickerConfig as inline YAML (instead of --config-file).") var configText: String?
+    @Option(help: "Interval between metrics scrapes of each endpoint (e.g. 50ms).") var refreshMetricsInterval: String = "50ms"
+    @Option(help: "Endpoints whose last successful scrape is older than this are treated as unhealthy (e.g. 2s).") var metricsStalenessThreshold: String = "2s"
     @Option(help: "Event loops (threads); default: number of cores.") var workers: Int = EventLoopGroup.coreCount
     @Option(help: "Largest request body accepted (bytes); larger ⇒ 413.") var maxRequestBodyBytes: Int = 8 << 20
     @Option(help: "Largest gRPC message accepted (bytes); larger ⇒ RESOURCE_EXHAUSTED.") var maxReceiveMessageBytes: Int = 4 << 20
@@ -38,6 +42,13 @@ public struct EPPCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
+        guard configFile == nil || configText == nil else { throw ValidationError("--config-file and --config-text are mutually exclusive") }
+        guard let r = ConfigReader.parseDuration(refreshMetricsInterval), r > 0 else {
+            throw ValidationError("--refresh-metrics-interval must be a positive duration like 50ms, got '\(refreshMetricsInterval)'")
+        }
+        guard let st = ConfigReader.parseDuration(metricsStalenessThreshold), st > 0 else {
+            throw ValidationError("--metrics-staleness-threshold must be a positive duration like 2s, got '\(metricsStalenessThreshold)'")
+        }
     }
 
     public func run() throws {
@@ -50,16 +61,25 @@ public struct EPPCommand: ParsableCommand {
         let log = Logger(label: "epp")
 
         let datastore = Datastore()
+        let metrics = PickerMetrics()
+        let health = HealthState()
         if let path = endpointsFile {
             do {
-                datastore.replace(with: try EndpointsFile.load(path: path))
+                datastore.replace(with: try EndpointsFile.load(path: path))   // strict at start: all errors at once
             } catch {
                 throw StartupError("endpoints file \(path): \(error)")
             }
         }
-        if let path = configFile {
-            do { _ = try PickerConfig.load(path: path) } catch { throw StartupError("config file \(path): \(error)") }
+        let config: PickerConfig
+        do {
+            if let path = configFile { config = try PickerConfig.load(path: path) }
+            else if let text = configText { config = try PickerConfig.parse(text: text) }
+            else { config = PickerConfig.defaultConfig() }
+        } catch {
+            throw StartupError("config: \(error)")
         }
+        for w in config.warnings { log.warning("config", metadata: ["warning": "\(w)"]) }
+        let configHolder = ConfigHolder(config)
 
         var options = PickerServerOptions()
         options.bindAddress = bindAddress
@@ -79,37 +99,57 @@ public struct EPPCommand: ParsableCommand {
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&mask, s) }
         pthread_sigmask(SIG_BLOCK, &mask, nil)
 
+        let staleness = ConfigReader.parseDuration(metricsStalenessThreshold) ?? 2
+        var schedulerOptions = FrameworkScheduler.Options()
+        schedulerOptions.metricsStalenessNanos = UInt64(staleness * 1e9)
+        let schedulerLog = Logger(label: "epp.scheduler")
         let server: PickerServer
         do {
-            server = try PickerServer(options: options, datastore: datastore) { _ in LeastInFlightScheduler(datastore: datastore) }
+            server = try PickerServer(options: options, datastore: datastore, health: health, metrics: metrics) { _ in
+                FrameworkScheduler(datastore: datastore, config: configHolder, logger: schedulerLog, options: schedulerOptions)
+            }
         } catch {
             throw StartupError("\(error)")
         }
-        server.health.setEndpointsLoaded(datastore.hasLoaded && !datastore.snapshot().isEmpty)
+        health.setEndpointsLoaded(!datastore.snapshot().isEmpty)
+
+        // Background work on the scraper's own loop: metrics scrapes, endpoints/config file watching.
+        var scraperOptions = MetricsScraper.Options()
+        scraperOptions.interval = .nanoseconds(Int64((ConfigReader.parseDuration(refreshMetricsInterval) ?? 0.05) * 1e9))
+        scraperOptions.stalenessThreshold = .nanoseconds(Int64(staleness * 1e9))
+        let scraper = MetricsScraper(datastore: datastore, options: scraperOptions, registry: metrics.registry)
+        scraper.start()
+        let endpointsReloader = endpointsFile.map { path in
+            EndpointsReloader(path: path, datastore: datastore, registry: metrics.registry) { snapshot in
+                health.setEndpointsLoaded(!snapshot.isEmpty)
+            }
+        }
+        _ = endpointsReloader?.watch(on: scraper.eventLoop)
+        let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log) }
+        let configWatcher = configReloader.map { r in FileWatcher(path: r.path, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
+        configWatcher?.start()
+
         server.start()
         log.info("epp listening", metadata: [
             "ext_proc": "\(bindAddress):\(server.grpcPort) (\(secureServing ? "TLS" : "h2c"))",
             "health": "\(server.healthPort)", "metrics": "\(server.metricsPort)",
             "workers": "\(workers)", "endpoints": "\(datastore.snapshot().endpoints.count)",
+            "config": "\(configFile ?? (configText != nil ? "inline" : "default"))",
         ])
 
         while true {
             var sig: Int32 = 0
             sigwait(&mask, &sig)
             if sig == SIGHUP {
-                if let path = endpointsFile {
-                    do {
-                        datastore.replace(with: try EndpointsFile.load(path: path))
-                        server.health.setEndpointsLoaded(!datastore.snapshot().isEmpty)
-                        log.info("endpoints reloaded", metadata: ["count": "\(datastore.snapshot().endpoints.count)"])
-                    } catch {
-                        log.error("endpoints reload failed; keeping the previous set", metadata: ["error": "\(error)"])
-                    }
-                }
+                endpointsReloader?.reload(reason: "SIGHUP")
+                configReloader?.reload(reason: "SIGHUP")
                 continue
             }
             log.info("draining", metadata: ["signal": "\(sig)", "timeout_s": "\(drainTimeout)"])
             server.drain(timeoutSeconds: drainTimeout)
+            configWatcher?.stop()
+            endpointsReloader?.stopWatching()
+            scraper.stop()
             server.stop()
             log.info("stopped")
             return

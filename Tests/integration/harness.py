@@ -67,6 +67,23 @@ def proto_modules():
     return _PROTO_MODULES
 
 
+def json_body(size, seed=1):
+    """A completions request body of exactly `size` bytes (≥ 40) whose prompt holds varied text and escapes."""
+    head, tail = b'{"model":"m","prompt":"', b'"}'
+    alphabet = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?-()"
+    filler = bytearray()
+    x = seed
+    while len(filler) < size - len(head) - len(tail):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        if x % 97 == 0 and len(filler) + 6 <= size - len(head) - len(tail):
+            filler += b"\\u00e9"   # a JSON escape: the forwarded bytes must keep it as is
+        else:
+            filler.append(alphabet[x % len(alphabet)])
+    body = head + bytes(filler[: size - len(head) - len(tail)]) + tail
+    assert len(body) == size
+    return body
+
+
 class Process:
     def __init__(self, args, name, env=None):
         self.name = name
@@ -160,9 +177,11 @@ class RecordingBackend:
     """A loopback HTTP/1.1 model-server stand-in that records every request it receives.
     POST answers JSON {backend, length, sha256}; path /sse answers an SSE stream of 5 events."""
 
-    def __init__(self):
+    def __init__(self, waiting=0, running=0, kv=0.0):
         self.requests = []
         self.lock = threading.Lock()
+        self.metrics_up = True
+        self.set_metrics(waiting, running, kv)
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -190,6 +209,19 @@ class RecordingBackend:
                 self._handle(body)
 
             def _handle(self, body):
+                if self.path == "/metrics":   # scraped by the picker: served, not recorded
+                    if not backend.metrics_up:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    text = backend.metrics_text.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 with backend.lock:
                     backend.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 if self.path.startswith("/sse"):
@@ -221,6 +253,15 @@ class RecordingBackend:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def set_metrics(self, waiting, running, kv):
+        self.metrics_text = (
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f'vllm:num_requests_waiting{{model_name="m"}} {waiting}\n'
+            "# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{model_name="m"}} {running}\n'
+            "# TYPE vllm:kv_cache_usage_perc gauge\n"
+            f'vllm:kv_cache_usage_perc{{model_name="m"}} {kv}\n')
 
     def stop(self):
         self.server.shutdown()

@@ -3,11 +3,12 @@ import concurrent.futures
 import hashlib
 import http.client
 import json
+import threading
 import time
 
 import pytest
 
-from harness import RecordingBackend, envoy_stats, start_envoy, start_epp
+from harness import RecordingBackend, envoy_stats, json_body, start_envoy, start_epp
 
 EXT_PROC_ERROR_STATS = ["streams_failed", "spurious_msgs_received", "message_timeouts", "failure_mode_allowed",
                         "rejected_header_mutations", "stream_msgs_failed"]
@@ -47,7 +48,7 @@ def find_request(backends, marker):
 @pytest.mark.parametrize("size", [0, 1024, 300 * 1024])
 def test_body_arrives_byte_identical_with_routing_header(stack, size):
     backends, epp, envoy = stack
-    body = bytes((i * 31 + 7) % 256 for i in range(size))
+    body = json_body(size) if size else b""   # 0 B: a POST without body (header-only for the picker)
     marker = f"body-{size}"
     status, headers, data = post(envoy.listener_port, "/v1/completions", body, {"x-test-marker": marker})
     assert status == 200, data
@@ -105,12 +106,13 @@ def test_sse_streams_through_in_order(stack):
 def test_2000_requests_concurrency_32_no_errors(stack):
     backends, epp, envoy = stack
     before = envoy_stats(envoy.admin_port, "ext_proc")
-    body = json.dumps({"model": "m", "prompt": "hello " * 50}).encode()
 
     def worker(n):
         conn = http.client.HTTPConnection("127.0.0.1", envoy.listener_port, timeout=30)
         codes = []
-        for _ in range(n):
+        for i in range(n):
+            # distinct prompts: no prefix affinity, so equal scores spread over the fleet
+            body = json.dumps({"model": "m", "prompt": f"{i} {threading.get_ident()} " + "hello " * 50}).encode()
             status, _, data = post(envoy.listener_port, "/v1/completions", body, conn=conn)
             codes.append(status)
         conn.close()
@@ -134,7 +136,7 @@ def test_2000_requests_concurrency_32_no_errors(stack):
     for key in ["cluster.ext_proc.upstream_cx_destroy_remote", "cluster.ext_proc.upstream_cx_protocol_error",
                 "cluster.ext_proc.http2.rx_reset", "cluster.ext_proc.upstream_rq_rx_reset"]:
         assert cluster.get(key, 0) == 0, (key, cluster.get(key))
-    # The load spread over all three backends (least in-flight).
+    # The load spread over all three backends (random tie-break among equal scores).
     counts = [len(b.requests) for b in backends]
     assert all(c > 100 for c in counts), counts
 

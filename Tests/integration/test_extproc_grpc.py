@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from harness import start_epp, proto_modules
+from harness import json_body, start_epp, proto_modules
 
 ep, hp = proto_modules()
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
@@ -122,7 +122,7 @@ def test_large_body_rechunked(epp):
     with grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}") as ch:
         s = Stream(ch)
         s.send(headers_msg())
-        body = bytes((i * 7) % 251 for i in range(300_000))
+        body = json_body(300_000)
         for off in range(0, len(body), 16384):
             s.send(body_msg(body[off:off + 16384], off + 16384 >= len(body)))
         assert s.recv().WhichOneof("response") == "request_headers"
