@@ -156,7 +156,7 @@ nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="used",model="tensorrt_llm
 
 @Suite struct EndpointMetricsTests {
     @Test func vllm() throws {
-        let now = ContinuousClock.now
+        let now: UInt64 = 123_456_789
         let m = try EndpointMetrics.extract(from: vllmSample, engine: .vllm, now: now)
         #expect(m.waitingQueueSize == 7)
         #expect(m.runningRequests == 3)

@@ -1,3 +1,4 @@
+import EPPEventLoop
 // Model-server metrics contract (scheduling.md §8).
 
 /// Model-server engine, from endpoint label `inference.networking.k8s.io/engine-type`.
@@ -158,14 +159,16 @@ public struct EndpointMetrics: Sendable, Equatable {
     public var activeLoRAs: Set<String>
     public var waitingLoRAs: Set<String>
     public var maxLoRA: Int?
-    public var updatedAt: ContinuousClock.Instant
+    /// Monotonic nanoseconds (EventLoop.now()); a plain integer keeps this struct's copies cheap on the request
+    /// path (a resilient ContinuousClock.Instant field forced every copy through runtime value witnesses).
+    public var updatedAt: UInt64
     /// Core signals not found in the scrape: any of `waitingQueueSize`,
     /// `runningRequests`, `kvCacheUsage` (their values are then 0).
     public var missing: [String]
 
     public init(waitingQueueSize: Int = 0, runningRequests: Int = 0, kvCacheUsage: Double = 0, kvBlockSize: Int? = nil,
                 kvNumBlocks: Int? = nil, activeLoRAs: Set<String> = [], waitingLoRAs: Set<String> = [], maxLoRA: Int? = nil,
-                updatedAt: ContinuousClock.Instant = .now, missing: [String] = []) {
+                updatedAt: UInt64 = EventLoop.now(), missing: [String] = []) {
         self.waitingQueueSize = waitingQueueSize
         self.runningRequests = runningRequests
         self.kvCacheUsage = kvCacheUsage
@@ -183,12 +186,12 @@ public struct EndpointMetrics: Sendable, Equatable {
     /// wins (the first one when there are no timestamps); for
     /// `vllm:lora_requests_info` the series with the largest **value** (a
     /// timestamp) wins. Throws on malformed or oversized text.
-    public static func extract(from text: String, engine: EngineType, now: ContinuousClock.Instant = .now,
+    public static func extract(from text: String, engine: EngineType, now: UInt64 = EventLoop.now(),
                                limits: PrometheusText.Limits = .default) throws(PrometheusParseError) -> EndpointMetrics {
         try extract(from: text, mapping: engine.mapping, now: now, limits: limits)
     }
 
-    public static func extract(from text: String, mapping: EngineMetricMapping, now: ContinuousClock.Instant = .now,
+    public static func extract(from text: String, mapping: EngineMetricMapping, now: UInt64 = EventLoop.now(),
                                limits: PrometheusText.Limits = .default) throws(PrometheusParseError) -> EndpointMetrics {
         var copy = text
         let r = copy.withUTF8 { buf in
@@ -200,7 +203,7 @@ public struct EndpointMetrics: Sendable, Equatable {
     }
 
     public static func extract(from bytes: UnsafeRawBufferPointer, mapping: EngineMetricMapping,
-                               now: ContinuousClock.Instant = .now,
+                               now: UInt64 = EventLoop.now(),
                                limits: PrometheusText.Limits = .default) throws(PrometheusParseError) -> EndpointMetrics {
         let wanted = mapping.allNames.map { Array($0.utf8) }
         var samples: [PrometheusSample] = []
