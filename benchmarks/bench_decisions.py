@@ -28,8 +28,7 @@ def prepared_streams():
         r.protocol_config.response_body_mode = 4
         return r.SerializeToString()
 
-    prompt = ("You are a helpful assistant. " * 200)[:4000]
-    body = ('{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"%s","max_tokens":16}' % prompt).encode()[:4096]
+    body = harness.json_body(4096)   # a valid completions request of exactly 4 KB: every stream is a real decision
     b = ep.ProcessingRequest()
     b.request_body.body = body
     b.request_body.end_of_stream = True
@@ -41,6 +40,16 @@ def prepared_streams():
         f.close()
         files[name] = f.name
     return files
+
+
+def routed(metrics_port):
+    """epp_decisions_total{result="routed"} from the picker's /metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith('epp_decisions_total{result="routed"} '):
+            return int(float(line.split()[-1]))
+    return 0
 
 
 def main():
@@ -56,9 +65,13 @@ def main():
         url = f"http://127.0.0.1:{epp.grpc_port}/envoy.service.ext_proc.v3.ExternalProcessor/Process"
         for name, path in files.items():
             h2load(url, path, 2000, 10, 10, extra_headers=["content-type: application/grpc", "te: trailers"])  # warm-up
+            routed0 = routed(epp.metrics_port)
             c0 = cpu_seconds(epp.proc.pid)
             res = h2load(url, path, requests, 16, 32, extra_headers=["content-type: application/grpc", "te: trailers"])
             cpu = cpu_seconds(epp.proc.pid) - c0
+            decided = routed(epp.metrics_port) - routed0
+            if decided != res["succeeded"]:
+                raise SystemExit(f"{name}: {res['succeeded']} streams but {decided} routing decisions (rejections?)")
             per = cpu / max(res["succeeded"], 1) * 1e6
             lines.append(f"| {name} | {res['rps']:.0f} | {per:.2f} | {res['succeeded']} | {res['failed']} |")
             if res["failed"]:

@@ -71,7 +71,7 @@ def main():
     for p in ports:
         harness.wait_port(p, 60)
     body = tempfile.NamedTemporaryFile(prefix="body-", suffix=".json", delete=False)
-    body.write(('{"model":"m","prompt":"%s","max_tokens":16}' % ("hello world " * 340)).encode()[:4096])
+    body.write(harness.json_body(4096))   # a valid 4 KB completions request
     body.close()
     results = {}
     try:

@@ -94,7 +94,10 @@ def main():
     harness.EPP_BIN = build_release("epp")
     sim_bin, load_bin = build_release("epp-sim"), build_release("epp-load")
     size = {"groups": 8, "prompts": 6, "concurrency": 8} if opts.quick else {"groups": 8, "prompts": 25, "concurrency": 8}
-    servers, kv_blocks, time_scale = 4, 200, (0.1 if opts.quick else 0.25)
+    # Each simulator's cache holds about two groups: a shared-prefix group is ~160 blocks (1000-token system
+    # prompt + its questions), a multi-turn conversation grows to ~190 blocks over its turns.
+    servers, time_scale = 4, (0.1 if opts.quick else 0.25)
+    kv_blocks_for = {"shared-prefix": 320, "multi-turn": 400}
     peers_bin = None if opts.no_peers else ensure_peer_venv()
 
     setups = ["(a) Envoy round robin", "(b) Envoy + epp default", "(c) Envoy + epp prefix-heavy"]
@@ -103,6 +106,7 @@ def main():
     results = {}
     for workload in ["shared-prefix", "multi-turn"]:
         for setup in setups:
+            kv_blocks = kv_blocks_for[workload]
             fleet = Fleet(sim_bin, servers, kv_blocks, time_scale)
             procs = []
             try:
@@ -142,7 +146,7 @@ def main():
 
     lines = []
     for workload in ["shared-prefix", "multi-turn"]:
-        lines += [f"**{workload}** ({size['groups']} groups × {size['prompts']}, c={size['concurrency']}, {servers} sims × {kv_blocks} blocks, stream)", "",
+        lines += [f"**{workload}** ({size['groups']} groups × {size['prompts']}, c={size['concurrency']}, {servers} sims × {kv_blocks_for[workload]} blocks, stream)", "",
                   "| setup | prefix hit rate | TTFT p50 ms | TTFT p99 ms | req/s | errors | purity |", "|---|---|---|---|---|---|---|"]
         for setup in setups:
             r = results[(workload, setup)]
