@@ -11,7 +11,7 @@ import Testing
         for (i, m) in metrics.enumerated() {
             let e = Endpoint(spec: EndpointSpec(name: "e\(i)", address: "10.0.0.\(i + 1)", port: 8000, labels: i < labels.count ? labels[i] : [:]))
             c.endpoints.append(e)
-            c.metrics.append(m.map { ScrapedMetrics(metrics: $0, scrapedAt: scrapedAt) })
+            c.appendMetrics(m.map { ScrapedMetrics(metrics: $0, scrapedAt: scrapedAt) })
         }
         return c
     }

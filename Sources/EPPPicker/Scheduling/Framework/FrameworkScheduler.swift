@@ -167,21 +167,16 @@ public final class FrameworkScheduler: RequestScheduler {
             ctx.endpoints.removeAll(keepingCapacity: true)
             for i in picked { ctx.endpoints.append(all[i]) }
         }
+        // Read each candidate's metrics once (one lock each), unpacked for the scorers.
         var healthy = 0
-        for e in ctx.endpoints {
-            let m = e.metrics
-            ctx.metrics.append(m)
+        for i in 0..<ctx.endpoints.count {
+            let m = ctx.endpoints[i].metrics
+            ctx.appendMetrics(m)
             if isHealthy(m) { healthy += 1 }
         }
         if healthy > 0 && healthy < ctx.endpoints.count {
-            var k = 0
-            for i in 0..<ctx.endpoints.count where isHealthy(ctx.metrics[i]) {
-                ctx.endpoints[k] = ctx.endpoints[i]
-                ctx.metrics[k] = ctx.metrics[i]
-                k += 1
-            }
-            ctx.endpoints.removeLast(ctx.endpoints.count - k)
-            ctx.metrics.removeLast(ctx.metrics.count - k)
+            let metrics = ctx.metrics
+            ctx.retainCandidates { isHealthy(metrics[$0]) }
         }
     }
 

@@ -11,6 +11,11 @@ public final class SchedulingContext {
     public internal(set) var endpoints: [Endpoint] = []
     /// Metrics of each candidate, read once per request (same order as `endpoints`).
     public internal(set) var metrics: [ScrapedMetrics?] = []
+    /// The hot numbers of `metrics`, unpacked once per request so scorers read plain arrays instead of copying
+    /// a `ScrapedMetrics` (with its reference-counted fields) per endpoint per scorer. Missing metrics ⇒ 0.
+    public internal(set) var waitingQueue: [Int] = []
+    public internal(set) var runningRequests: [Int] = []
+    public internal(set) var kvCacheUsage: [Double] = []
     /// Request headers (lower-case names, as Envoy sends them).
     public internal(set) var headers: [HeaderField] = []
     /// Parsed body (nil: header-only request or a non-JSON parser).
@@ -64,10 +69,34 @@ public final class SchedulingContext {
         return nil
     }
 
+    /// Appends the metrics of the next candidate in `endpoints` (keeps the unpacked arrays in step).
+    func appendMetrics(_ m: ScrapedMetrics?) {
+        metrics.append(m)
+        waitingQueue.append(m?.metrics.waitingQueueSize ?? 0)
+        runningRequests.append(m?.metrics.runningRequests ?? 0)
+        kvCacheUsage.append(m?.metrics.kvCacheUsage ?? 0)
+    }
+
+    /// Keeps only the candidates at `keep` (ascending indices), in order.
+    func retainCandidates(where keep: (Int) -> Bool) {
+        var k = 0
+        for i in 0..<endpoints.count where keep(i) {
+            endpoints[k] = endpoints[i]; metrics[k] = metrics[i]
+            waitingQueue[k] = waitingQueue[i]; runningRequests[k] = runningRequests[i]; kvCacheUsage[k] = kvCacheUsage[i]
+            k += 1
+        }
+        let drop = endpoints.count - k
+        endpoints.removeLast(drop); metrics.removeLast(drop)
+        waitingQueue.removeLast(drop); runningRequests.removeLast(drop); kvCacheUsage.removeLast(drop)
+    }
+
     func reset(now: UInt64) {
         self.now = now
         endpoints.removeAll(keepingCapacity: true)
         metrics.removeAll(keepingCapacity: true)
+        waitingQueue.removeAll(keepingCapacity: true)
+        runningRequests.removeAll(keepingCapacity: true)
+        kvCacheUsage.removeAll(keepingCapacity: true)
         headers = []
         parsed = nil
         incomingModel = ""

@@ -14,7 +14,7 @@ public final class KVCacheUtilizationScorer: SchedulingScorer {
 
     public func score(_ ctx: SchedulingContext, _ candidates: [Int], into scores: inout [Double]) {
         for (k, c) in candidates.enumerated() {
-            scores[k] = 1 - min(1, max(0, ctx.metrics[c]?.metrics.kvCacheUsage ?? 0))
+            scores[k] = 1 - min(1, max(0, ctx.kvCacheUsage[c]))
         }
     }
 }

@@ -15,7 +15,7 @@ public final class LoadAwareScorer: SchedulingScorer {
     public func score(_ ctx: SchedulingContext, _ candidates: [Int], into scores: inout [Double]) {
         let t = Double(threshold)
         for (k, c) in candidates.enumerated() {
-            let q = ctx.metrics[c]?.metrics.waitingQueueSize ?? 0
+            let q = ctx.waitingQueue[c]
             scores[k] = q <= 0 ? 0.5 : 0.5 * (1 - min(Double(q), t) / t)
         }
     }

@@ -11,7 +11,7 @@ public final class QueueScorer: SchedulingScorer {
     }
 
     public func score(_ ctx: SchedulingContext, _ candidates: [Int], into scores: inout [Double]) {
-        MinMax.score(candidates, into: &scores) { ctx.metrics[$0]?.metrics.waitingQueueSize ?? 0 }
+        MinMax.score(candidates, into: &scores) { ctx.waitingQueue[$0] }
     }
 }
 

@@ -10,6 +10,6 @@ public final class RunningRequestsSizeScorer: SchedulingScorer {
     }
 
     public func score(_ ctx: SchedulingContext, _ candidates: [Int], into scores: inout [Double]) {
-        MinMax.score(candidates, into: &scores) { ctx.metrics[$0]?.metrics.runningRequests ?? 0 }
+        MinMax.score(candidates, into: &scores) { ctx.runningRequests[$0] }
     }
 }
