@@ -66,8 +66,9 @@ func fmt2(_ v: Double) -> String {
     return "\(c / 100).\(frac < 10 ? "0" : "")\(frac)"
 }
 
-let endpointCounts = [16, 64, 256, 1024]
-let promptSizes = [(1024, "1 KB"), (4096, "4 KB"), (16 * 1024, "16 KB"), (256 * 1024, "256 KB")]
+let only = CommandLine.arguments.contains("--one")
+let endpointCounts = only ? [256] : [16, 64, 256, 1024]
+let promptSizes = only ? [(1024, "1 KB")] : [(1024, "1 KB"), (4096, "4 KB"), (16 * 1024, "16 KB"), (256 * 1024, "256 KB")]
 print("| endpoints | prompt | scheduler µs/decision | full stream µs/decision |")
 print("|---|---|---|---|")
 for n in endpointCounts {

@@ -167,6 +167,10 @@ public final class LocalPrefixIndex: PrefixIndex {
         var byName: [String: Server] = [:]
         /// Strong reference to the endpoint keeps its ObjectIdentifier unique while cached.
         var byObject: [ObjectIdentifier: (Endpoint, Server)] = [:]
+        /// Endpoints known to have no server yet (never recorded), so lookups skip building and hashing their
+        /// name on every request. Holds the objects (no identifier reuse); cleared when a server is created
+        /// and on prune.
+        var unrecorded: [ObjectIdentifier: Endpoint] = [:]
         var nextID: Int32 = 0
     }
 
@@ -191,6 +195,7 @@ public final class LocalPrefixIndex: PrefixIndex {
                 srv = Server(id: s.nextID, name: name)
                 s.nextID += 1
                 s.byName[name] = srv
+                s.unrecorded.removeAll(keepingCapacity: true)
             }
             s.byObject[ObjectIdentifier(e)] = (e, srv!)
             return srv
@@ -205,12 +210,15 @@ public final class LocalPrefixIndex: PrefixIndex {
         var maxID: Int32 = -1
         let ids: [Int32] = servers.withLock { s in
             candidates.map { e in
-                if let (_, srv) = s.byObject[ObjectIdentifier(e)] { maxID = max(maxID, srv.id); return srv.id }
+                let oid = ObjectIdentifier(e)
+                if let (_, srv) = s.byObject[oid] { maxID = max(maxID, srv.id); return srv.id }
+                if s.unrecorded[oid] != nil { return -1 }
                 if let srv = s.byName[e.spec.namespacedName] {
-                    s.byObject[ObjectIdentifier(e)] = (e, srv)
+                    s.byObject[oid] = (e, srv)
                     maxID = max(maxID, srv.id)
                     return srv.id
                 }
+                s.unrecorded[oid] = e
                 return -1
             }
         }
@@ -254,6 +262,7 @@ public final class LocalPrefixIndex: PrefixIndex {
             let dead = s.byName.values.filter { !keep.contains($0.name) }
             for d in dead { s.byName[d.name] = nil }
             s.byObject = s.byObject.filter { keep.contains($0.value.1.name) }
+            s.unrecorded.removeAll()
             return dead
         }
         for srv in gone {
