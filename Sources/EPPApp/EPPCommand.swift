@@ -19,6 +19,21 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Serve ext_proc over TLS (ALPN h2); --secure-serving=false for h2c.") var secureServing: Bool = true
     @Option(help: "Directory with tls.crt and tls.key (default: a self-signed certificate made at start).") var certPath: String?
     @Option(help: "Endpoints file (YAML or JSON: endpoints: [{name, address, port, labels}]).") var endpointsFile: String?
+    @Option(help: "InferencePool (inference.networking.k8s.io/v1) whose selector and targetPorts pick the pods (Kubernetes discovery).")
+    var poolName: String?
+    @Option(help: "Namespace of the pool and its pods (default: env NAMESPACE, else the kubeconfig/service-account namespace, else default).")
+    var poolNamespace: String?
+    @Option(help: "Pods to route to without an InferencePool: label selector k=v[,k=v…] (needs --endpoint-target-ports).")
+    var endpointSelector: String?
+    @Option(help: "Model-server ports of each selected pod, e.g. 8000 or 8000,8001 (1-8 ports; with --endpoint-selector).")
+    var endpointTargetPorts: String?
+    @Option(help: "kubeconfig for the API server (default: in-cluster service account, else env KUBECONFIG).")
+    var kubeconfig: String?
+
+    var kubernetesFlags: KubernetesDiscoveryFlags {
+        KubernetesDiscoveryFlags(poolName: poolName, poolNamespace: poolNamespace, endpointSelector: endpointSelector,
+                                 endpointTargetPorts: endpointTargetPorts, kubeconfig: kubeconfig)
+    }
     @Option(help: "EndpointPickerConfig YAML file; reloaded on change and on SIGHUP (an invalid new file keeps the old config).") var configFile: String?
     @Option(help: "EndpointPickerConfig as inline YAML (instead of --config-file).") var configText: String?
     @Option(help: "Interval between metrics scrapes of each endpoint (e.g. 50ms).") var refreshMetricsInterval: String = "50ms"
@@ -43,6 +58,7 @@ public struct EPPCommand: ParsableCommand {
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
         guard configFile == nil || configText == nil else { throw ValidationError("--config-file and --config-text are mutually exclusive") }
+        do { _ = try kubernetesFlags.validate(endpointsFile: endpointsFile) } catch { throw ValidationError("\(error)") }
         guard let r = ConfigReader.parseDuration(refreshMetricsInterval), r > 0 else {
             throw ValidationError("--refresh-metrics-interval must be a positive duration like 50ms, got '\(refreshMetricsInterval)'")
         }
@@ -68,6 +84,16 @@ public struct EPPCommand: ParsableCommand {
                 datastore.replace(with: try EndpointsFile.load(path: path))   // strict at start: all errors at once
             } catch {
                 throw StartupError("endpoints file \(path): \(error)")
+            }
+        }
+        // Kubernetes discovery: the kubeconfig / service account is read now so a bad one fails the start (exit 2).
+        var kubeDiscovery: KubernetesDiscovery? = nil
+        if let source = try? kubernetesFlags.validate(endpointsFile: endpointsFile) {
+            let kc: KubernetesClientConfig
+            do { kc = try kubernetesFlags.clientConfig() } catch { throw StartupError("\(error)") }
+            kubeDiscovery = KubernetesDiscovery(config: kc, source: source, namespace: kubernetesFlags.namespace(config: kc),
+                                                datastore: datastore, registry: metrics.registry) { snapshot in
+                health.setEndpointsLoaded(!snapshot.isEmpty)
             }
         }
         let config: PickerConfig
@@ -125,6 +151,7 @@ public struct EPPCommand: ParsableCommand {
             }
         }
         _ = endpointsReloader?.watch(on: scraper.eventLoop)
+        kubeDiscovery?.start()
         let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log) }
         let configWatcher = configReloader.map { r in FileWatcher(path: r.path, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
         configWatcher?.start()
@@ -149,6 +176,7 @@ public struct EPPCommand: ParsableCommand {
             server.drain(timeoutSeconds: drainTimeout)
             configWatcher?.stop()
             endpointsReloader?.stopWatching()
+            kubeDiscovery?.stop()
             scraper.stop()
             server.stop()
             log.info("stopped")
