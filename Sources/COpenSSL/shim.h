@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 /* Function-like macros are not imported by Swift: thin inline wrappers. */
 static inline long shim_SSL_CTX_set_min_proto_version(SSL_CTX *c, int v) { return SSL_CTX_set_min_proto_version(c, v); }
 static inline long shim_SSL_CTX_set_mode(SSL_CTX *c, long m) { return SSL_CTX_set_mode(c, m); }
@@ -72,4 +73,33 @@ static inline int shim_alpn_is_h2(const SSL *ssl) {
 static inline int shim_ssl_error_want_read(void) { return SSL_ERROR_WANT_READ; }
 static inline int shim_ssl_error_want_write(void) { return SSL_ERROR_WANT_WRITE; }
 static inline int shim_ssl_error_zero_return(void) { return SSL_ERROR_ZERO_RETURN; }
+/* mTLS: trust only certificates issued by the CAs in ca_file and require one from every client
+   (SSL_VERIFY_FAIL_IF_NO_PEER_CERT); the CA names are also advertised in the CertificateRequest.
+   STACK_OF is a macro, so this lives in C. Returns 1 on success. */
+static inline int shim_SSL_CTX_require_client_certificates(SSL_CTX *ctx, const char *ca_file) {
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) return 0;
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+    if (!names) return 0;
+    SSL_CTX_set_client_CA_list(ctx, names);   /* ctx takes ownership */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    /* Session resumption with peer verification needs a session id context, else resumed handshakes fail. */
+    static const unsigned char sid[] = "epp";
+    return SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
+}
+/* True when the pending OpenSSL error says the private key does not belong to the certificate (ERR_GET_REASON is a macro). */
+static inline int shim_err_is_key_mismatch(void) { return ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH; }
+/* The installed certificate's serial (hex) and subject (one line) for logs; empty strings when none. */
+static inline void shim_SSL_CTX_certificate_summary(SSL_CTX *ctx, char *serial, size_t serial_len, char *subject, size_t subject_len) {
+    if (serial_len) serial[0] = 0;
+    if (subject_len) subject[0] = 0;
+    X509 *crt = SSL_CTX_get0_certificate(ctx);
+    if (!crt) return;
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(crt), NULL);
+    if (bn) {
+        char *hex = BN_bn2hex(bn);
+        if (hex) { snprintf(serial, serial_len, "%s", hex); OPENSSL_free(hex); }
+        BN_free(bn);
+    }
+    X509_NAME_oneline(X509_get_subject_name(crt), subject, (int)subject_len);
+}
 #endif

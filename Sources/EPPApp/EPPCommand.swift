@@ -18,6 +18,10 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Address to listen on.") var bindAddress: String = "0.0.0.0"
     @Option(help: "Serve ext_proc over TLS (ALPN h2); --secure-serving=false for h2c.") var secureServing: Bool = true
     @Option(help: "Directory with tls.crt and tls.key (default: a self-signed certificate made at start).") var certPath: String?
+    @Option(help: "Watch tls.crt/tls.key in --cert-path and serve rotated certificates to new connections (open ones keep theirs).")
+    var enableCertReload: Bool = false
+    @Option(name: .customLong("client-ca"), help: "PEM CA bundle: require ext_proc clients to present a certificate it issued (mTLS).")
+    var clientCA: String?
     @Option(help: "Endpoints file (YAML or JSON: endpoints: [{name, address, port, labels}]).") var endpointsFile: String?
     @Option(help: "InferencePool (inference.networking.k8s.io/v1) whose selector and targetPorts pick the pods (Kubernetes discovery).")
     var poolName: String?
@@ -43,6 +47,8 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Largest gRPC message accepted (bytes); larger ⇒ RESOURCE_EXHAUSTED.") var maxReceiveMessageBytes: Int = 4 << 20
     @Option(help: "Seconds in-flight streams get to finish after SIGTERM.") var drainTimeout: Double = 30
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
+    @Option(help: "Log lines on stderr: text, or json (one object per line: ts, level, logger, message, metadata fields).")
+    var logFormat: String = "text"
 
     public init() {}
 
@@ -56,7 +62,14 @@ public struct EPPCommand: ParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
+        guard LogFormat(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be text or json; got '\(logFormat)'")
+        }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
+        guard !enableCertReload || certPath != nil else {
+            throw ValidationError("--enable-cert-reload needs --cert-path (a self-signed certificate cannot be rotated)")
+        }
+        guard clientCA == nil || secureServing else { throw ValidationError("--client-ca needs --secure-serving=true") }
         guard configFile == nil || configText == nil else { throw ValidationError("--config-file and --config-text are mutually exclusive") }
         do { _ = try kubernetesFlags.validate(endpointsFile: endpointsFile) } catch { throw ValidationError("\(error)") }
         guard let r = ConfigReader.parseDuration(refreshMetricsInterval), r > 0 else {
@@ -69,11 +82,8 @@ public struct EPPCommand: ParsableCommand {
 
     public func run() throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        let format = LogFormat(rawValue: logFormat) ?? .text
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
         let log = Logger(label: "epp")
 
         let datastore = Datastore()
@@ -114,6 +124,7 @@ public struct EPPCommand: ParsableCommand {
         options.metricsPort = metricsPort
         options.secureServing = secureServing
         options.certPath = certPath
+        options.clientCAFile = clientCA
         options.workers = workers
         options.extProcLimits.maxRequestBodyBytes = maxRequestBodyBytes
         options.maxReceiveMessageBytes = maxReceiveMessageBytes
@@ -155,6 +166,13 @@ public struct EPPCommand: ParsableCommand {
         let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log) }
         let configWatcher = configReloader.map { r in FileWatcher(path: r.path, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
         configWatcher?.start()
+        let certReloader = (enableCertReload && secureServing) ? certPath.map {
+            CertReloader(certPath: $0, clientCAFile: clientCA, server: server, registry: metrics.registry, logger: log)
+        } : nil
+        let certWatchers = certReloader.map { r in
+            r.watchedPaths.map { p in FileWatcher(path: p, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
+        } ?? []
+        for w in certWatchers { w.start() }
 
         server.start()
         log.info("epp listening", metadata: [
@@ -170,11 +188,13 @@ public struct EPPCommand: ParsableCommand {
             if sig == SIGHUP {
                 endpointsReloader?.reload(reason: "SIGHUP")
                 configReloader?.reload(reason: "SIGHUP")
+                certReloader?.reload(reason: "SIGHUP")
                 continue
             }
             log.info("draining", metadata: ["signal": "\(sig)", "timeout_s": "\(drainTimeout)"])
             server.drain(timeoutSeconds: drainTimeout)
             configWatcher?.stop()
+            for w in certWatchers { w.stop() }
             endpointsReloader?.stopWatching()
             kubeDiscovery?.stop()
             scraper.stop()
@@ -194,7 +214,8 @@ public enum EPPApp {
     /// Parses flags (Go-style `--flag=false` booleans accepted), runs, and exits 2 with one line on bad
     /// flags or files.
     public static func main(_ argv: [String]) -> Never {
-        let args = Array(argv.dropFirst()).map { $0 == "--secure-serving" ? "--secure-serving=true" : $0 }
+        let bareBools: Set = ["--secure-serving", "--enable-cert-reload"]
+        let args = Array(argv.dropFirst()).map { bareBools.contains($0) ? $0 + "=true" : $0 }
         do {
             var command = try EPPCommand.parseAsRoot(args)
             try command.run()

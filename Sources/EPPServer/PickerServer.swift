@@ -12,6 +12,8 @@ public struct PickerServerOptions: Sendable {
     public var metricsPort = 9090
     public var secureServing = true
     public var certPath: String?
+    /// PEM CA bundle: when set, ext_proc clients must present a certificate issued by it (mTLS).
+    public var clientCAFile: String?
     public var workers = EventLoopGroup.coreCount
     public var extProcLimits = ExtProcLimits()
     public var maxReceiveMessageBytes = 4 << 20
@@ -28,6 +30,8 @@ final class LoopContext: @unchecked Sendable {
     let observer: LoopObserver
     let watchers = HealthWatchers()
     var listeners: [TCPListener] = []
+    /// TLS context for new ext_proc accepts; replaced (on this loop) by a certificate reload.
+    var tls: TLSContext?
     var connections: [Int32: HTTP2Connection] = [:]
 
     init(loop: EventLoop, scheduler: RequestScheduler, observer: LoopObserver) {
@@ -50,7 +54,8 @@ public final class PickerServer: @unchecked Sendable {
     private let group: EventLoopGroup
     private var contexts: [LoopContext] = []
     private var metricsServer: PlainHTTPServer?
-    private let tls: TLSContext?
+    /// The context built at start (later rotations live in the loops' `LoopContext.tls`).
+    public let initialTLS: TLSContext?
 
     /// Binds every socket (so port conflicts fail here, before anything runs).
     public init(options: PickerServerOptions, datastore: Datastore, health: HealthState = HealthState(),
@@ -60,10 +65,13 @@ public final class PickerServer: @unchecked Sendable {
         self.datastore = datastore
         self.health = health
         self.metrics = metrics
-        tls = options.secureServing ? try TLSContext(certDirectory: options.certPath) : nil
+        let tls = options.secureServing ? try TLSContext(certDirectory: options.certPath, clientCAFile: options.clientCAFile) : nil
+        initialTLS = tls
         group = EventLoopGroup(count: max(1, options.workers))
         for loop in group.loops {
-            contexts.append(LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics)))
+            let ctx = LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics))
+            ctx.tls = tls
+            contexts.append(ctx)
         }
 
         let extProcServer = { (ctx: LoopContext) -> GRPCServer in
@@ -81,8 +89,8 @@ public final class PickerServer: @unchecked Sendable {
             ], maxReceiveMessageSize: 4 << 20)
         }
 
-        grpcPort = try bindEverywhere(port: options.grpcPort, tls: tls, makeService: extProcServer)
-        healthPort = try bindEverywhere(port: options.grpcHealthPort, tls: nil, makeService: healthOnlyServer)
+        grpcPort = try bindEverywhere(port: options.grpcPort, secure: true, makeService: extProcServer)
+        healthPort = try bindEverywhere(port: options.grpcHealthPort, secure: false, makeService: healthOnlyServer)
 
         let ready = health
         let registry = metrics.registry
@@ -111,7 +119,8 @@ public final class PickerServer: @unchecked Sendable {
     }
 
     /// One listening socket per loop on the same port (SO_REUSEPORT: the kernel spreads connections).
-    private func bindEverywhere(port: Int, tls: TLSContext?, makeService: (LoopContext) -> GRPCServer) throws -> Int {
+    /// `secure`: accepts use the loop's current TLS context (if TLS is on at all).
+    private func bindEverywhere(port: Int, secure: Bool, makeService: (LoopContext) -> GRPCServer) throws -> Int {
         var actual = port
         for ctx in contexts {
             let fd = try Socket.listen(host: options.bindAddress, port: actual, reusePort: true)
@@ -119,7 +128,7 @@ public final class PickerServer: @unchecked Sendable {
             let service = makeService(ctx)
             let settings = options.http2
             let listener = TCPListener(loop: ctx.loop, fd: fd) { [unowned ctx] cfd in
-                let conn = HTTP2Connection(loop: ctx.loop, fd: cfd, service: service, settings: settings, tls: tls) { [unowned ctx] c in
+                let conn = HTTP2Connection(loop: ctx.loop, fd: cfd, service: service, settings: settings, tls: secure ? ctx.tls : nil) { [unowned ctx] c in
                     ctx.connections[c.fd] = nil
                 }
                 ctx.connections[cfd] = conn
@@ -130,6 +139,13 @@ public final class PickerServer: @unchecked Sendable {
     }
 
     public func start() { group.start() }
+
+    /// Certificate rotation: new handshakes on every loop use `context`; established connections keep the
+    /// SSL (and the old context it references) they were accepted with. Any thread; no-op without TLS.
+    public func replaceTLSContext(_ context: TLSContext) {
+        guard options.secureServing else { return }
+        for ctx in contexts { ctx.loop.execute { ctx.tls = context } }
+    }
 
     /// Graceful drain: not ready, stop accepting, GOAWAY everywhere; returns when every connection is gone
     /// or `timeoutSeconds` passed (then remaining connections are closed).
