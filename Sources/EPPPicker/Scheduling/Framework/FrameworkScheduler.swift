@@ -243,7 +243,7 @@ public final class FrameworkScheduler: RequestScheduler {
         if ctx.explain {
             let text = DecisionExplanation.render(ctx, result)
             d.responseHeaders.append(HeaderValueOption(key: FrameworkScheduler.explainHeader, rawValue: text))
-            logger.debug("decision \(request.requestID): \(text)")
+            logger.debug("decision", metadata: ["request_id": "\(request.requestID)", "decision": "\(text)"])
         }
         return d
     }
