@@ -87,3 +87,38 @@ def test_bad_log_format_exits_2():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "--log-format must be text or json" in r.stderr, r.stderr
+
+
+BAD_CONFIG = 'apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: "no\\"such\\ttype\\nx"\n'
+
+
+def wait_for_line(p, needle, timeout=10):
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if needle in p.output():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} not logged:\n{p.output()}")
+
+
+def test_quotes_tabs_and_newlines_in_values_stay_inside_one_record(tmp_path):
+    """A failed config reload logs the loader's error, which quotes the bad plugin type verbatim."""
+    for fmt in ("json", "text"):
+        cfg = tmp_path / f"config-{fmt}.yaml"
+        cfg.write_text("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: queue-scorer\n"
+                       "- type: max-score-picker\nschedulingProfiles:\n- name: default\n  plugins:\n"
+                       "  - pluginRef: queue-scorer\n  - pluginRef: max-score-picker\n")
+        p = start_epp([18001], extra_args=[f"--log-format={fmt}", f"--config-file={cfg}"])
+        try:
+            cfg.write_text(BAD_CONFIG)
+            p.proc.send_signal(1)   # SIGHUP: deterministic even if the file watch started after the write
+            wait_for_line(p, "config reload failed")
+        finally:
+            assert p.stop() == 0, p.output()
+        if fmt == "json":
+            recs = [r for r in json_records(p) if r["message"].startswith("config reload failed")]
+            assert recs and all(r["level"] == "error" and 'no"such\ttype\nx' in r["error"] for r in recs), recs
+        else:
+            lines = [l for l in p.output().splitlines() if "config reload failed" in l]
+            assert lines and all('no"such\ttype\\nx' in l for l in lines), lines
