@@ -300,7 +300,7 @@ def test_mtls_requires_client_certificate_from_the_ca(pki):
         with grpc.insecure_channel(f"127.0.0.1:{p.health_port}") as ch:
             check = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=hp.HealthCheckRequest.SerializeToString,
                                    response_deserializer=hp.HealthCheckResponse.FromString)
-            assert check(hp.HealthCheckRequest(service="liveness"), timeout=5) is not None
+            assert check(hp.HealthCheckRequest(service="liveness"), timeout=5).status == 1   # SERVING
         assert p.proc.poll() is None
     finally:
         p.stop()
