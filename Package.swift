@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
         .target(name: "EPPRedis", dependencies: ["EPPEventLoop", "CHiredis", "CLinux", "EPPObservability"]),
         .target(name: "EPPPicker", dependencies: [
-            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "CLinux", "CCurl",
+            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "EPPRedis", "CLinux", "CCurl",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
@@ -83,6 +83,7 @@ let package = Package(
         .testTarget(name: "EPPRedisTests", dependencies: ["EPPRedis", "EPPEventLoop"]),
         .testTarget(name: "EPPCoreTests", dependencies: ["EPPEventLoop", "EPPHTTP2", "EPPGRPC", "EPPProtobuf"]),
         .testTarget(name: "EPPPickerTests", dependencies: ["EPPPicker", "EPPProtobuf"]),
+        .testTarget(name: "EPPRedisIndexTests", dependencies: ["EPPPicker", "EPPRedis", "EPPEventLoop", "EPPObservability"]),
         .testTarget(name: "EPPServerTests", dependencies: ["EPPServer", "EPPPicker", "EPPProtobuf", "EPPApp", "EPPEventLoop"]),
         .testTarget(name: "EPPSimTests", dependencies: [
             "EPPSim", "EPPLoad",

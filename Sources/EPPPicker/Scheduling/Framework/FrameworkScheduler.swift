@@ -40,8 +40,13 @@ public final class FrameworkScheduler: RequestScheduler {
     private let holder: ConfigHolder
     private let options: Options
     private var logger: Logger
-    private let ctx = SchedulingContext()
+    /// The current request's context; swapped for a spare while a request waits for Redis
+    /// (`FrameworkScheduler+AsyncPrefix.swift`).
+    var ctx = SchedulingContext()
+    var spareContexts: [SchedulingContext] = []
     private var lastSnapshotVersion = -1
+    /// This scheduler's loop: enables per-loop resources (the Redis prefix index lane).
+    public var eventLoop: EventLoop? { didSet { ctx.eventLoop = eventLoop } }
 
     public init(datastore: Datastore, config: ConfigHolder, logger: Logger = Logger(label: "epp.scheduler"),
                 options: Options = Options()) {
@@ -82,6 +87,12 @@ public final class FrameworkScheduler: RequestScheduler {
 
         // 6. producers and profiles
         for p in config.producers { p.produce(ctx) }
+        if ctx.pendingPrefixLookup != nil { return suspendForPrefixLookup(request, config, rewrittenBody, waiter) }
+        return finishSchedule(request, config, rewrittenBody)
+    }
+
+    /// Steps 6 (profiles) and 7 (decision), after the producers have filled `ctx`.
+    func finishSchedule(_ request: SchedulingRequest, _ config: PickerConfig, _ rewrittenBody: [UInt8]?) -> SchedulingOutcome {
         let result: ProfileHandlerResult
         switch config.profileHandler.run(ctx, config) {
         case .success(let r): result = r
@@ -254,7 +265,7 @@ public final class FrameworkScheduler: RequestScheduler {
         if first { return }
         let keep = Set(snapshot.endpoints.map { $0.spec.namespacedName })
         for p in config.producers {
-            if let approx = p as? ApproxPrefixCacheProducer { approx.index.prune(keeping: keep) }
+            if let approx = p as? ApproxPrefixCacheProducer { approx.prune(keeping: keep, ctx) }
         }
     }
 }

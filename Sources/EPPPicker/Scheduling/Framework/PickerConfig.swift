@@ -350,7 +350,7 @@ public final class PickerConfig: Sendable {
         if producers.isEmpty && used.contains(where: { $0 is ConsumesPrefixInfo }) {
             var hints: [String: Int] = [:]
             for s in used.compactMap({ $0 as? PrefixCacheScorer }) { hints.merge(s.producerHints) { a, _ in a } }
-            let p = try ApproxPrefixCacheProducer(hints: hints, index: environment.prefixIndex)
+            let p = try ApproxPrefixCacheProducer(hints: hints, index: environment.prefixIndex, redis: environment.redisIndex)
             plugins[p.name] = p
             producers.append(p)
         }

@@ -4,9 +4,12 @@ import Synchronization
 /// a config with the same environment keeps what the index learned.
 public final class PluginEnvironment: Sendable {
     public let prefixIndex: PrefixIndex
+    /// The shared Redis prefix index (`--redis-url`); producers default to it when present.
+    public let redisIndex: RedisPrefixIndex?
 
-    public init(prefixIndex: PrefixIndex = LocalPrefixIndex()) {
+    public init(prefixIndex: PrefixIndex = LocalPrefixIndex(), redisIndex: RedisPrefixIndex? = nil) {
         self.prefixIndex = prefixIndex
+        self.redisIndex = redisIndex
     }
 
     /// The environment used when none is given.
@@ -88,7 +91,7 @@ public final class PluginRegistry: Sendable {
         }
         // data producers
         r.register("approx-prefix-cache-producer") { n, p, env throws(PickerConfigError) in
-            try ApproxPrefixCacheProducer(name: n, params: p, index: env.prefixIndex)
+            try ApproxPrefixCacheProducer(name: n, params: p, index: env.prefixIndex, redis: env.redisIndex)
         }
         for t in inertTypes {
             r.register(t) { n, p, _ throws(PickerConfigError) in p?.ignoreAll(); return InertPlugin(name: n, typeName: t) }

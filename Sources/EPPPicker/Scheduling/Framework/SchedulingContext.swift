@@ -1,3 +1,4 @@
+import EPPEventLoop
 import EPPProtobuf
 
 /// Everything the plugins see of one request. One instance per scheduler (= per event loop), reset and
@@ -44,7 +45,12 @@ public final class SchedulingContext {
     var hashScratch: [UInt8] = []
     var inputScratch: [UInt8] = []
 
-    /// The body bytes (valid only during `schedule`).
+    /// The loop this context's scheduler runs on (set by the scheduler; for per-loop resources like Redis).
+    public internal(set) var eventLoop: EventLoop?
+    /// Set by a producer whose prefix lookup goes to Redis: the scheduler finishes the request on the reply.
+    var pendingPrefixLookup: ApproxPrefixCacheProducer?
+
+    /// The body bytes (valid only during `schedule`; empty in the steps after an asynchronous prefix lookup).
     public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
 
     /// Set when the decision should be explained.
@@ -108,6 +114,7 @@ public final class SchedulingContext {
         prefixHashes.removeAll(keepingCapacity: true)
         prefixMatches.removeAll(keepingCapacity: true)
         blockSizeTokens = 16
+        pendingPrefixLookup = nil
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false
     }

@@ -9,6 +9,9 @@
 /// LRU capacity per endpoint from its `num_gpu_blocks`), `blockSizeTokens` 16, `maxPrefixBlocksToMatch` 256,
 /// `maxPrefixTokensToMatch` 0 (> 0 overrides: blocks = tokens / block size), `lruCapacityPerServer` 31250.
 /// The deprecated `blockSize` (characters) without `blockSizeTokens` is an error.
+/// Shared index (`ApproxPrefixCacheProducer+Redis.swift`): `indexBackend` `local` | `redis` (default redis when
+/// `epp --redis-url` is given, else local), `redisKeyPrefix` (namespace, default `epp-prefix:`), `lookupBudget`
+/// (default 2ms: longer ⇒ the local index answers). The local index is always maintained as the fallback.
 /// Auto-created when a plugin needs prefix info and no producer is configured.
 public final class ApproxPrefixCacheProducer: DataProducer {
     public let typeName = "approx-prefix-cache-producer"
@@ -19,11 +22,16 @@ public final class ApproxPrefixCacheProducer: DataProducer {
     public let maxPrefixTokensToMatch: Int
     public let lruCapacityPerServer: Int
     public let index: PrefixIndex
+    /// Set when `indexBackend` is redis.
+    public let redis: RedisPrefixIndex?
+    public let redisKeyPrefix: String
+    public let lookupBudgetNanos: UInt64
 
     public init(name: String = "approx-prefix-cache-producer", params: ConfigReader? = nil, hints: [String: Int] = [:],
-                index: PrefixIndex) throws(PickerConfigError) {
+                index: PrefixIndex, redis: RedisPrefixIndex? = nil) throws(PickerConfigError) {
         self.name = name
         self.index = index
+        (self.redis, redisKeyPrefix, lookupBudgetNanos) = try ApproxPrefixCacheProducer.redisParameters(name, params, redis)
         autoTune = try params?.bool("autoTune") ?? true
         if let p = params, p.has("blockSize"), !p.has("blockSizeTokens") {
             throw PickerConfigError(line: p.lineOf("blockSize"),
@@ -57,12 +65,18 @@ public final class ApproxPrefixCacheProducer: DataProducer {
         let maxBlocks = maxPrefixTokensToMatch > 0 ? maxPrefixTokensToMatch / bs : maxPrefixBlocksToMatch
         let blockChars = bs * 4
         guard maxBlocks > 0 else { return }
-        let input = parsed.prefixHashInput(body: ctx.body, maxBytes: maxBlocks * blockChars)
-        input.withUnsafeBytes { bytes in
-            PrefixHashChain.compute(model: ctx.targetModel, cacheSalt: parsed.cacheSalt, input: bytes, blockChars: blockChars,
+        if let plain = parsed.plainPromptBytes(body: ctx.body) {
+            PrefixHashChain.compute(model: ctx.targetModel, cacheSalt: parsed.cacheSalt, input: plain, blockChars: blockChars,
                                     maxBlocks: maxBlocks, into: &ctx.prefixHashes, scratch: &ctx.hashScratch)
+        } else {
+            let input = parsed.prefixHashInput(body: ctx.body, maxBytes: maxBlocks * blockChars)
+            input.withUnsafeBytes { bytes in
+                PrefixHashChain.compute(model: ctx.targetModel, cacheSalt: parsed.cacheSalt, input: bytes, blockChars: blockChars,
+                                        maxBlocks: maxBlocks, into: &ctx.prefixHashes, scratch: &ctx.hashScratch)
+            }
         }
         guard !ctx.prefixHashes.isEmpty else { return }
+        if redis != nil && deferToRedis(ctx) { return }
         index.lookup(ctx.prefixHashes, candidates: ctx.endpoints, into: &ctx.prefixMatches)
     }
 
@@ -72,9 +86,10 @@ public final class ApproxPrefixCacheProducer: DataProducer {
         if let prefill, prefill !== primary {
             index.record(ctx.prefixHashes, endpoint: prefill, capacity: capacity(prefill))
         }
+        if redis != nil { recordInRedis(ctx, primary: primary, prefill: prefill) }
     }
 
-    private func capacity(_ e: Endpoint) -> Int {
+    func capacity(_ e: Endpoint) -> Int {
         if autoTune, let n = e.metrics?.metrics.kvNumBlocks, n > 0 { return n }
         return lruCapacityPerServer
     }

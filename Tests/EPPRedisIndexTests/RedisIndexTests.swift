@@ -1,0 +1,257 @@
+import EPPEventLoop
+import EPPObservability
+@testable import EPPPicker
+import EPPRedis
+import Foundation
+import Testing
+
+/// `RedisPrefixIndex` against a real redis-server (started per test; fails — never skips — without it).
+@Suite(.serialized)
+struct RedisPrefixIndexTests {
+    let server: RedisIndexTestServer
+    let group = EventLoopGroup(count: 1)
+    let index: RedisPrefixIndex
+    var loop: EventLoop { group.loops[0] }
+
+    init() throws {
+        server = try RedisIndexTestServer()
+        group.start()
+        index = RedisPrefixIndex(url: try RedisURL(parsing: server.url), registry: MetricsRegistry())
+    }
+
+    // MARK: helpers
+
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { cont in loop.execute { cont.resume(returning: body()) } }
+    }
+
+    func readyLane() async throws -> RedisPrefixIndex.Lane {
+        let lane = index.attach(loop)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            if await onLoop({ lane.isReady }) { return lane }
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        throw RedisIndexTestFailure("redis lane never became ready")
+    }
+
+    func lookup(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ candidates: [Endpoint], prefix: String = "t:",
+                model: String = "m", budget: UInt64 = 1_000_000_000) async -> Result<[Int], RedisPrefixIndex.Fallback>? {
+        await withCheckedContinuation { cont in
+            loop.execute {
+                let sent = lane.lookup(keyPrefix: prefix, model: model, hashes: hashes, candidates: candidates,
+                                       budgetNanos: budget) { cont.resume(returning: $0) }
+                if !sent { cont.resume(returning: nil) }
+            }
+        }
+    }
+
+    func record(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ pods: [(Endpoint, Int)], prefix: String = "t:",
+                model: String = "m") async {
+        let p = pods.map { (endpoint: $0.0, capacity: $0.1) }
+        await onLoop { lane.record(keyPrefix: prefix, model: model, hashes: hashes, pods: p) }
+    }
+
+    func command(_ lane: RedisPrefixIndex.Lane, _ args: [[UInt8]]) async -> RedisReply? {
+        await withCheckedContinuation { cont in
+            loop.execute { lane.client.send(args) { cont.resume(returning: try? $0.get()) } }
+        }
+    }
+
+    static func pod(_ name: String, _ i: Int) -> Endpoint {
+        Endpoint(spec: EndpointSpec(name: name, address: "10.0.0.\(i)", port: 8000))
+    }
+
+    static func chain(_ seed: UInt64, _ n: Int) -> [UInt64] { (1...UInt64(n)).map { seed &* 1_000_003 &+ $0 } }
+
+    func blockKey(_ h: UInt64, prefix: String = "t:", model: String = "m") -> [UInt8] {
+        RedisPrefixIndex.namespace(keyPrefix: prefix, model: model) + Array(":b:".utf8) + withUnsafeBytes(of: h.littleEndian) { Array($0) }
+    }
+
+    func lruKey(_ e: Endpoint, prefix: String = "t:", model: String = "m") -> [UInt8] {
+        RedisPrefixIndex.namespace(keyPrefix: prefix, model: model) + Array(":p:".utf8)
+            + withUnsafeBytes(of: RedisPrefixIndex.podID(e.spec.namespacedName).littleEndian) { Array($0) }
+    }
+
+    func shutdown() async {
+        index.close()
+        try? await Task.sleep(nanoseconds: 20_000_000)
+        group.stop()
+        group.join()
+        server.stop()
+    }
+
+    // MARK: tests
+
+    @Test func longestConsecutiveRunPerCandidate() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2), c = Self.pod("c", 3), d = Self.pod("d", 4), e = Self.pod("e", 5)
+        let h = Self.chain(1, 8)
+        await record(lane, h, [(a, 1000)])
+        await record(lane, Array(h[0..<4]), [(b, 1000)])
+        await record(lane, [h[0], h[1], 77, 78], [(c, 1000)])
+        await record(lane, [h[0], h[2], h[3]], [(e, 1000)])          // gap at h[1]: its run is 1
+        #expect(try await lookup(lane, h, [a, b, c, d, e])?.get() == [8, 4, 2, 0, 1])
+        // Only a candidate's own run counts, and pods outside the candidates don't extend the walk.
+        #expect(try await lookup(lane, h, [d])?.get() == [0])
+        #expect(try await lookup(lane, h, [b, d])?.get() == [4, 0])
+        // The walk stops at the first block no candidate holds (h is a's chain; 99… was never recorded).
+        #expect(try await lookup(lane, [h[0], h[1], 99_999, h[3]], [a, b])?.get() == [2, 2])
+        await shutdown()
+    }
+
+    @Test func recordsDecodeAndPrefillInOneRoundTripAndNeverRewritesHeldBlocks() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), p = Self.pod("prefill", 2)
+        let h = Self.chain(2, 16)
+        let tripsBefore = index.metrics.roundTripsRecord.current
+        await record(lane, h, [(a, 1000), (p, 1000)])
+        #expect(try await lookup(lane, h, [a, p])?.get() == [16, 16])
+        #expect(index.metrics.roundTripsRecord.current - tripsBefore == 1)
+        #expect(index.metrics.entriesWritten.current == 32)
+        // Again, and a longer chain sharing the first 16 blocks: only the 4 new blocks are written.
+        await record(lane, h, [(a, 1000), (p, 1000)])
+        await record(lane, h + Self.chain(3, 4), [(a, 1000)])
+        #expect(try await lookup(lane, h + Self.chain(3, 4), [a, p])?.get() == [20, 16])
+        #expect(index.metrics.entriesWritten.current == 36)
+        // Each block value holds each pod once (8 bytes per holder).
+        guard case .string(let v) = await command(lane, [Array("GET".utf8), blockKey(h[0])]) else {
+            throw RedisIndexTestFailure("block key missing")
+        }
+        #expect(v.count == 16)
+        await shutdown()
+    }
+
+    @Test func capacityBoundsEachPodAndEvictsDeepestOldestBlocksFirst() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2)
+        let first = Self.chain(4, 4), second = Self.chain(5, 2)
+        await record(lane, first, [(a, 4), (b, 100)])
+        try await Task.sleep(nanoseconds: 3_000_000)   // a later millisecond: the second request is more recent
+        await record(lane, second, [(a, 4)])
+        // a keeps 4 blocks: both of the new request and the first two of the old one (prefix intact).
+        #expect(try await lookup(lane, first, [a, b])?.get() == [2, 4])
+        #expect(try await lookup(lane, second, [a])?.get() == [2])
+        #expect(await command(lane, [Array("ZCARD".utf8), lruKey(a)]) == .integer(4))
+        #expect(index.metrics.entriesEvicted.current == 2)
+        // The evicted blocks still exist for b only (a cut out of the value).
+        #expect(await command(lane, [Array("STRLEN".utf8), blockKey(first[3])]) == .integer(8))
+        // Once nobody holds a block, its key is gone.
+        await record(lane, Self.chain(6, 4), [(b, 4)])
+        #expect(await command(lane, [Array("EXISTS".utf8), blockKey(first[3])]) == .integer(0))
+        await shutdown()
+    }
+
+    @Test func pruneRemovesDepartedPodsInEveryNamespace() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2)
+        let h = Self.chain(7, 8)
+        await record(lane, h, [(a, 100), (b, 100)], model: "m1")
+        await record(lane, h, [(a, 100)], model: "m2")
+        #expect(try await lookup(lane, h, [a, b], model: "m1")?.get() == [8, 8])
+        let removed: Int? = await withCheckedContinuation { cont in
+            loop.execute { lane.prune(keyPrefix: "t:", keep: [b.spec.namespacedName]) { cont.resume(returning: $0) } }
+        }
+        #expect(removed == 16)
+        #expect(try await lookup(lane, h, [a, b], model: "m1")?.get() == [0, 8])
+        #expect(try await lookup(lane, h, [a], model: "m2")?.get() == [0])
+        #expect(await command(lane, [Array("EXISTS".utf8), lruKey(a, model: "m1")]) == .integer(0))
+        #expect(await command(lane, [Array("EXISTS".utf8), blockKey(h[0], model: "m2")]) == .integer(0))
+        await shutdown()
+    }
+
+    @Test func keyPrefixesAndModelsAreSeparateNamespaces() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1)
+        let h = Self.chain(8, 4)
+        await record(lane, h, [(a, 100)], prefix: "pool1:", model: "m")
+        #expect(try await lookup(lane, h, [a], prefix: "pool1:", model: "m")?.get() == [4])
+        #expect(try await lookup(lane, h, [a], prefix: "pool2:", model: "m")?.get() == [0])
+        #expect(try await lookup(lane, h, [a], prefix: "pool1:", model: "other")?.get() == [0])
+        // One model's keys share a hash tag (one Redis Cluster slot).
+        let ns = String(decoding: RedisPrefixIndex.namespace(keyPrefix: "pool1:", model: "m"), as: UTF8.self)
+        #expect(ns.hasPrefix("pool1:{") && ns.hasSuffix("}") && ns.count == "pool1:{}".count + 16)
+        await shutdown()
+    }
+
+    @Test func lookupFallsBackWhenTheBudgetPassesOrRedisIsGone() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1)
+        let h = Self.chain(9, 4)
+        await record(lane, h, [(a, 100)])
+        #expect(try await lookup(lane, h, [a])?.get() == [4])
+        // A stalled Redis: the lookup answers .budget after ~5 ms, not after the stall.
+        await onLoop { lane.client.send(["DEBUG", "SLEEP", "0.1"]) { _ in } }
+        let start = Date()
+        let r = await lookup(lane, h, [a], budget: 5_000_000)
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(r == .failure(.budget))
+        #expect(elapsed < 0.1)
+        #expect(index.metrics.fallbackBudget.current == 1)
+        try await Task.sleep(nanoseconds: 200_000_000)
+        #expect(index.metrics.lateReplies.current == 1)
+        #expect(try await lookup(lane, h, [a])?.get() == [4])
+        // Redis killed: lookups are refused at once (the caller uses the local index) …
+        server.kill()
+        let deadline = Date().addingTimeInterval(2)
+        while await onLoop({ lane.isReady }), Date() < deadline { try await Task.sleep(nanoseconds: 5_000_000) }
+        #expect(await lookup(lane, h, [a]) == nil)
+        // … and work again once it is back (empty: a fresh server), without any restart of ours.
+        try server.start()
+        _ = try await readyLane()
+        await record(lane, h, [(a, 100)])
+        #expect(try await lookup(lane, h, [a])?.get() == [4])
+        await shutdown()
+    }
+}
+
+struct RedisIndexTestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A throw-away redis-server on a free loopback port.
+final class RedisIndexTestServer: @unchecked Sendable {
+    let port: Int
+    let dir: String
+    private var process: Process?
+
+    init() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
+            throw RedisIndexTestFailure("redis-server is not installed")
+        }
+        dir = NSTemporaryDirectory() + "epp-redis-index-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let fd = try Socket.listen(host: "127.0.0.1", port: 0, reusePort: false)
+        port = Socket.localPort(fd)
+        close(fd)
+        try start()
+    }
+
+    var url: String { "redis://127.0.0.1:\(port)" }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+                       "--protected-mode", "no", "--loglevel", "warning", "--enable-debug-command", "yes"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+    }
+
+    func kill() {
+        guard let p = process else { return }
+        Glibc.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func stop() {
+        kill()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    deinit { stop() }
+}
