@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "EPPApp", dependencies: [
-            "EPPServer", "EPPPicker", "EPPEventLoop", "EPPObservability",
+            "EPPServer", "EPPPicker", "EPPEventLoop", "EPPObservability", "EPPRedis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

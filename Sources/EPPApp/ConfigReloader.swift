@@ -11,9 +11,12 @@ final class ConfigReloader: Sendable {
     private let logger: Logger
     private let results: Family<Counter>
     private let serial = Mutex(0)
+    /// The environment of the first config (same prefix indexes, local and Redis).
+    private let environment: PluginEnvironment
 
-    init(path: String, holder: ConfigHolder, registry: MetricsRegistry, logger: Logger) {
+    init(path: String, holder: ConfigHolder, registry: MetricsRegistry, logger: Logger, environment: PluginEnvironment = .shared) {
         self.path = path
+        self.environment = environment
         self.holder = holder
         self.logger = logger
         results = registry.counter("epp_config_reloads_total", "EndpointPickerConfig reloads by result (success, error).",
@@ -27,7 +30,7 @@ final class ConfigReloader: Sendable {
     func reload(reason: String) -> Bool {
         serial.withLock { _ in
             do {
-                let config = try PickerConfig.load(path: path)
+                let config = try PickerConfig.load(path: path, environment: environment)
                 holder.swap(config)
                 results.labels("success").increment()
                 for w in config.warnings { logger.warning("config", metadata: ["warning": "\(w)"]) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EPPEventLoop
 import EPPPicker
+import EPPRedis
 import EPPServer
 import Glibc
 import Logging
@@ -47,6 +48,9 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Largest gRPC message accepted (bytes); larger ⇒ RESOURCE_EXHAUSTED.") var maxReceiveMessageBytes: Int = 4 << 20
     @Option(help: "Seconds in-flight streams get to finish after SIGTERM.") var drainTimeout: Double = 30
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
+    @Option(name: .customLong("redis-url"),
+            help: "Share the approximate prefix index between replicas through Redis: redis://[[user]:password@]host:port[/db] or unix:///path[?db=N] (default: in-process index only).")
+    var redisURL: String?
     @Option(help: "Log lines on stderr: text, or json (one object per line: ts, level, logger, message, metadata fields).")
     var logFormat: String = "text"
 
@@ -66,6 +70,9 @@ public struct EPPCommand: ParsableCommand {
             throw ValidationError("--log-format must be text or json; got '\(logFormat)'")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
+        if let u = redisURL {
+            do { _ = try RedisURL(parsing: u) } catch { throw ValidationError("--redis-url: \(error)") }
+        }
         guard !enableCertReload || certPath != nil else {
             throw ValidationError("--enable-cert-reload needs --cert-path (a self-signed certificate cannot be rotated)")
         }
@@ -106,11 +113,14 @@ public struct EPPCommand: ParsableCommand {
                 health.setEndpointsLoaded(!snapshot.isEmpty)
             }
         }
+        // Shared prefix index: one Redis connection per event loop, attached as the loops are made.
+        let redisIndex = try redisURL.map { RedisPrefixIndex(url: try RedisURL(parsing: $0), registry: metrics.registry) }
+        let pluginEnvironment = redisIndex.map { PluginEnvironment(redisIndex: $0) } ?? .shared
         let config: PickerConfig
         do {
-            if let path = configFile { config = try PickerConfig.load(path: path) }
-            else if let text = configText { config = try PickerConfig.parse(text: text) }
-            else { config = PickerConfig.defaultConfig() }
+            if let path = configFile { config = try PickerConfig.load(path: path, environment: pluginEnvironment) }
+            else if let text = configText { config = try PickerConfig.parse(text: text, environment: pluginEnvironment) }
+            else { config = PickerConfig.defaultConfig(environment: pluginEnvironment) }
         } catch {
             throw StartupError("config: \(error)")
         }
@@ -142,8 +152,11 @@ public struct EPPCommand: ParsableCommand {
         let schedulerLog = Logger(label: "epp.scheduler")
         let server: PickerServer
         do {
-            server = try PickerServer(options: options, datastore: datastore, health: health, metrics: metrics) { _ in
-                FrameworkScheduler(datastore: datastore, config: configHolder, logger: schedulerLog, options: schedulerOptions)
+            server = try PickerServer(options: options, datastore: datastore, health: health, metrics: metrics) { loop in
+                let scheduler = FrameworkScheduler(datastore: datastore, config: configHolder, logger: schedulerLog, options: schedulerOptions)
+                scheduler.eventLoop = loop
+                redisIndex?.attach(loop)
+                return scheduler
             }
         } catch {
             throw StartupError("\(error)")
@@ -163,7 +176,8 @@ public struct EPPCommand: ParsableCommand {
         }
         _ = endpointsReloader?.watch(on: scraper.eventLoop)
         kubeDiscovery?.start()
-        let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log) }
+        let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log,
+                                                              environment: pluginEnvironment) }
         let configWatcher = configReloader.map { r in FileWatcher(path: r.path, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
         configWatcher?.start()
         let certReloader = (enableCertReload && secureServing) ? certPath.map {
@@ -199,6 +213,7 @@ public struct EPPCommand: ParsableCommand {
             kubeDiscovery?.stop()
             scraper.stop()
             server.stop()
+            redisIndex?.close()
             log.info("stopped")
             return
         }

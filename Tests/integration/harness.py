@@ -266,3 +266,56 @@ class RecordingBackend:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def start_redis(port=None):
+    """A throw-away redis-server on loopback (no persistence). `p.port`; restart with start_redis(p.port)."""
+    port = port or free_port()
+    p = Process(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--protected-mode", "no", "--loglevel", "warning"], "redis")
+    wait_port(port)
+    p.port = port
+    return p
+
+
+def redis_command(port, *args):
+    """One command over a fresh RESP2 connection; returns the reply (bytes, int, list, or str for status)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline().rstrip(b"\r\n")
+            kind, rest = line[:1], line[1:]
+            if kind == b"+":
+                return rest.decode()
+            if kind == b"-":
+                raise RuntimeError(rest.decode())
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2]
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise RuntimeError(f"bad RESP line {line!r}")
+        return read()
+
+
+def prometheus_values(metrics_port, name):
+    """Sum of every sample of metric `name` (any labels) on the epp /metrics page, per label set."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            key, value = line.rsplit(" ", 1)
+            labels = key[len(name):]
+            out[labels] = out.get(labels, 0.0) + float(value)
+    return out
