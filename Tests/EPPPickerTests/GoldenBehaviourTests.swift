@@ -229,16 +229,54 @@ func B(_ prompt: String, _ model: String) -> String {
         #expect(h.stream.usage?.completionTokens == 10)
     }
 
-    /// The request-attribute-reporter (CEL ⇒ `envoy.lb` cost metadata) is not implemented; the usage it
-    /// would read is parsed and exposed (`ExtProcStream.usage`, `ExtProcObserver.responseCompleted`).
-    @Test func g13_usageForRequestCost() throws {
-        let h = try harness(goldenDatastore(3))
-        _ = run(h, body: B("test", "m"))
+    /// request-attribute-reporter: the usage's CEL result rides on the last response_body message as
+    /// `dynamic_metadata["envoy.lb"]["x-gateway-inference-request-cost"]` (a number).
+    @Test func g13_requestAttributeReporter() throws {
+        let config = goldenConfig.replacingOccurrences(of: "schedulingProfiles:", with: """
+            - type: request-attribute-reporter
+              name: cost
+              parameters:
+                attributes:
+                - key: {name: x-gateway-inference-request-cost}
+                  expression: "usage.completion_tokens"
+                  condition: "has(usage.completion_tokens)"
+                - key: {namespace: billing, name: total}
+                  expression: "(has(usage.prompt_tokens) ? usage.prompt_tokens : 0) + usage.completion_tokens * 2"
+            schedulingProfiles:
+            """)
+        let h = try harness(goldenDatastore(3), config)
+        let first = run(h, body: B("test", "m"))
+        #expect(first.count == 2)
         h.feed(respHeaders())
         h.feed(respBody("{\"usage\":{\"completion_tokens\":10}}", eos: true))
         let out = h.take()
-        #expect(out.count == 2)
-        #expect(h.stream.usage?.completionTokens == 10)
+        #expect(out.count == 2)   // 4 responses in all
+        #expect(out[1].streamedBody?.endOfStream == true)
+        #expect(out[1].dynamicMetadata?["envoy.lb"] == .structValue(ProtoStruct([("x-gateway-inference-request-cost", .number(10))])))
+        #expect(out[1].dynamicMetadata?["billing"] == .structValue(ProtoStruct([("total", .number(20))])))
+
+        // SSE, usage split across chunks: only the last (eos) message carries the metadata
+        let s = try harness(goldenDatastore(3), config)
+        _ = run(s, body: B("test", "m"))
+        s.feed(respHeaders(contentType: "text/event-stream"))
+        _ = s.take()
+        s.feed(respBody("data: {\"usage\":{\"prompt_tokens\":7,\"compl", eos: false))
+        #expect(s.take()[0].dynamicMetadata == nil)
+        s.feed(respBody("etion_tokens\":3}}\n\ndata: [DONE]\n\n", eos: false))
+        #expect(s.take()[0].dynamicMetadata == nil)
+        s.feed(respBody("", eos: true))
+        let last = s.take()
+        #expect(last[0].dynamicMetadata?["envoy.lb"] == .structValue(ProtoStruct([("x-gateway-inference-request-cost", .number(3))])))
+        #expect(last[0].dynamicMetadata?["billing"] == .structValue(ProtoStruct([("total", .number(13))])))
+
+        // no usage ⇒ no metadata; a failing expression is skipped, never fails the stream
+        let n = try harness(goldenDatastore(3), config)
+        _ = run(n, body: B("test", "m"))
+        n.feed(respHeaders())
+        n.feed(respBody("{\"usage\":{\"prompt_tokens\":1}}", eos: true))
+        let noCompletion = n.take()
+        #expect(noCompletion.count == 2)
+        #expect(noCompletion[1].dynamicMetadata == nil)   // condition false; `total` fails (no completion_tokens)
     }
 
     @Test func g14_vllmGRPC() throws {

@@ -13,38 +13,61 @@ public final class Endpoint: Sendable {
     public let inFlightRequests = ManagedAtomic<Int>(0)
     /// Prompt tokens (estimated) of those requests.
     public let inFlightPromptTokens = ManagedAtomic<Int>(0)
+    /// Cache of the in-process prefix index: this endpoint's id there (see `LocalPrefixIndex`).
+    let prefixIndexSlot = ManagedAtomic<UInt64>(0)
 
     /// Latest scrape result (written by the metrics scraper's loop, read lock-free-ish on the request path).
     private let scraped = Mutex<ScrapedMetrics?>(nil)
+    /// Bumped on every metrics update of any endpoint of the same datastore, so request loops can reuse
+    /// what they read until something changes (`Datastore.metricsGeneration`).
+    private let generation: ManagedAtomic<Int>
 
-    public init(spec: EndpointSpec) {
+    public init(spec: EndpointSpec, metricsGeneration: ManagedAtomic<Int> = ManagedAtomic(0)) {
         self.spec = spec
         self.hostPort = spec.hostPort
+        self.generation = metricsGeneration
     }
 
     /// The most recent metrics of this endpoint, or nil before the first successful scrape.
     public var metrics: ScrapedMetrics? { scraped.withLock { $0 } }
 
-    public func updateMetrics(_ m: ScrapedMetrics) { scraped.withLock { $0 = m } }
+    public func updateMetrics(_ m: ScrapedMetrics) {
+        scraped.withLock { $0 = m }
+        generation.wrappingIncrement(ordering: .releasing)
+    }
 
     public var name: String { spec.name }
 }
 
-/// What the scraper last learned about an endpoint.
-public struct ScrapedMetrics: Sendable {
-    public var metrics: EndpointMetrics
+/// What the scraper last learned about an endpoint. Immutable and shared by reference: the request path
+/// reads it with one retain instead of copying a struct with reference-counted fields, and reads the hot
+/// numbers (`waitingQueueSize`, `runningRequests`, `kvCacheUsage`) unpacked in `let`s.
+public final class ScrapedMetrics: Sendable {
+    public let metrics: EndpointMetrics
     /// Monotonic time (EventLoop.now(), ns) of the last successful scrape.
-    public var scrapedAt: UInt64
+    public let scrapedAt: UInt64
     /// Scrapes failed in a row since the last success.
-    public var consecutiveFailures: Int
+    public let consecutiveFailures: Int
     /// False when the metrics are stale or scrapes keep failing: filters drop such endpoints.
-    public var healthy: Bool
+    public let healthy: Bool
+    public let waitingQueueSize: Int
+    public let runningRequests: Int
+    public let kvCacheUsage: Double
 
     public init(metrics: EndpointMetrics, scrapedAt: UInt64, consecutiveFailures: Int = 0, healthy: Bool = true) {
         self.metrics = metrics
         self.scrapedAt = scrapedAt
         self.consecutiveFailures = consecutiveFailures
         self.healthy = healthy
+        waitingQueueSize = metrics.waitingQueueSize
+        runningRequests = metrics.runningRequests
+        kvCacheUsage = metrics.kvCacheUsage
+    }
+
+    /// The same metrics with another health state.
+    public func with(healthy: Bool, consecutiveFailures: Int? = nil) -> ScrapedMetrics {
+        ScrapedMetrics(metrics: metrics, scrapedAt: scrapedAt, consecutiveFailures: consecutiveFailures ?? self.consecutiveFailures,
+                       healthy: healthy)
     }
 }
 
@@ -70,6 +93,11 @@ public final class EndpointSnapshot: Sendable {
 public final class Datastore: Sendable {
     private let current: Mutex<EndpointSnapshot>
     private let loaded = ManagedAtomic<Bool>(false)
+    /// Changes whenever any endpoint's metrics change (see `Endpoint.updateMetrics`).
+    private let generation = ManagedAtomic<Int>(0)
+
+    /// Read before reading endpoints' metrics: if it is unchanged later, what was read is still current.
+    public var metricsGeneration: Int { generation.load(ordering: .acquiring) }
 
     public init() {
         current = Mutex(EndpointSnapshot(endpoints: [], version: 0))
@@ -89,7 +117,7 @@ public final class Datastore: Sendable {
             for e in old.endpoints { reuse[e.name + "|" + e.hostPort] = e }
             let eps = specs.map { spec -> Endpoint in
                 if let e = reuse[spec.name + "|" + spec.hostPort], e.spec == spec { return e }
-                return Endpoint(spec: spec)
+                return Endpoint(spec: spec, metricsGeneration: generation)
             }
             let next = EndpointSnapshot(endpoints: eps, version: old.version + 1)
             old = next

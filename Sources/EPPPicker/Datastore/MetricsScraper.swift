@@ -347,9 +347,8 @@ public final class MetricsScraper: @unchecked Sendable {
     }
 
     private func checkStaleness(_ t: ScrapeTarget, now: UInt64) {
-        guard var sm = t.endpoint.metrics, sm.healthy, now > sm.scrapedAt, now - sm.scrapedAt > stalenessNs else { return }
-        sm.healthy = false
-        t.endpoint.updateMetrics(sm)
+        guard let sm = t.endpoint.metrics, sm.healthy, now > sm.scrapedAt, now - sm.scrapedAt > stalenessNs else { return }
+        t.endpoint.updateMetrics(sm.with(healthy: false))
         transition(t, to: .unhealthy, reason: "metrics stale for \((now - sm.scrapedAt) / 1_000_000) ms"
                    + (t.lastError.map { " (last error: \($0))" } ?? ""))
     }
@@ -468,7 +467,7 @@ public final class MetricsScraper: @unchecked Sendable {
         t.consecutiveFailures += 1
         t.lastError = reason
         logger.trace("scrape failed", metadata: ["endpoint": "\(t.endpoint.name)", "error": "\(reason)"])
-        guard var sm = t.endpoint.metrics else {
+        guard let old = t.endpoint.metrics else {
             // Never scraped successfully: stays unknown (nil); log once.
             if t.state != .failingUnknown {
                 t.state = .failingUnknown
@@ -478,9 +477,9 @@ public final class MetricsScraper: @unchecked Sendable {
             }
             return
         }
-        sm.consecutiveFailures = t.consecutiveFailures
-        let stale = now > sm.scrapedAt && now - sm.scrapedAt > stalenessNs
-        if t.consecutiveFailures >= options.maxConsecutiveFailures || stale { sm.healthy = false }
+        let stale = now > old.scrapedAt && now - old.scrapedAt > stalenessNs
+        let unhealthy = t.consecutiveFailures >= options.maxConsecutiveFailures || stale
+        let sm = old.with(healthy: unhealthy ? false : old.healthy, consecutiveFailures: t.consecutiveFailures)
         t.endpoint.updateMetrics(sm)
         if !sm.healthy {
             transition(t, to: .unhealthy, reason: "\(t.consecutiveFailures) failed scrapes in a row, last: \(reason)")

@@ -374,17 +374,23 @@ public final class ExtProcStream: SchedulingWaiter {
         if responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue {
             let chunk = UnsafeRawBufferPointer(rebasing: message[request.body])
             usageScanner?.feed(chunk)
+            // usage-based attributes ride on the last body message
+            let metadata = request.endOfStream ? completionMetadata() : nil
             if bufferingResponse {
                 // non-SSE body whose model must be rewritten back: whole body, then ≤ 62,000-byte chunks
                 responseBuffer.append(contentsOf: chunk)
-                if request.endOfStream { flushResponseBuffer(endOfStream: true) }
+                if request.endOfStream { flushResponseBuffer(endOfStream: true, metadata: metadata) }
             } else if let rw = responseRewriter, let rewritten = rw.rewrite(chunk) {
                 output.send { out in
-                    rewritten.withUnsafeBytes { appendBodyChunk($0, endOfStream: request.endOfStream, direction: .response, to: &out) }
+                    rewritten.withUnsafeBytes {
+                        appendBodyChunk($0, endOfStream: request.endOfStream, direction: .response, metadata: metadata, to: &out)
+                    }
                 }
             } else {
                 // Echo at once: SSE token latency depends on it.
-                output.send { out in appendBodyChunk(chunk, endOfStream: request.endOfStream, direction: .response, to: &out) }
+                output.send { out in
+                    appendBodyChunk(chunk, endOfStream: request.endOfStream, direction: .response, metadata: metadata, to: &out)
+                }
             }
         } else {
             send(.init(.responseBody(nil)))
@@ -395,25 +401,45 @@ public final class ExtProcStream: SchedulingWaiter {
         }
     }
 
-    private func flushResponseBuffer(endOfStream: Bool) {
+    private func flushResponseBuffer(endOfStream: Bool, metadata: ProtoStruct? = nil) {
         bufferingResponse = false
         let all = responseRewriter.map { $0.rewrite(responseBuffer) } ?? responseBuffer
         responseBuffer = []
         output.send { out in
             all.withUnsafeBytes { bytes in
                 if bytes.count == 0 {
-                    appendBodyChunk(bytes, endOfStream: endOfStream, direction: .response, to: &out)
+                    appendBodyChunk(bytes, endOfStream: endOfStream, direction: .response, metadata: metadata, to: &out)
                     return
                 }
                 var offset = 0
                 while offset < bytes.count {
                     let end = min(offset + limits.bodyChunkBytes, bytes.count)
                     appendBodyChunk(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]),
-                                    endOfStream: endOfStream && end == bytes.count, direction: .response, to: &out)
+                                    endOfStream: endOfStream && end == bytes.count, direction: .response,
+                                    metadata: end == bytes.count ? metadata : nil, to: &out)
                     offset = end
                 }
             }
         }
+    }
+
+    /// The response is complete: finalises usage and evaluates the decision's `request-attribute-reporter`
+    /// plugins over it (nil when there are none or nothing applies).
+    private func completionMetadata() -> ProtoStruct? {
+        guard let reporters = decision?.attributeReporters, !reporters.isEmpty else { return nil }
+        if usage == nil, var scanner = usageScanner {
+            usage = scanner.finish()
+            usageScanner = nil
+        }
+        var merged = ProtoStruct()
+        for r in reporters {
+            guard let m = r.report(usage) else { continue }
+            for (ns, v) in m.fields {
+                guard case .structValue(let inner) = v else { continue }
+                for (k, x) in inner.fields { RequestAttributeReporter.set(&merged, namespace: ns, key: k, x) }
+            }
+        }
+        return merged.fields.isEmpty ? nil : merged
     }
 
     /// The response is complete (body end or trailers): usage is final.
@@ -431,7 +457,7 @@ public final class ExtProcStream: SchedulingWaiter {
             return spurious("response_trailers received while response path is \(responsePath)")
         }
         if bufferingResponse { flushResponseBuffer(endOfStream: false) }   // gRPC model servers end with trailers
-        send(.init(.responseTrailers(nil)))
+        send(.init(.responseTrailers(nil), dynamicMetadata: responsePath == .streamingBody ? completionMetadata() : nil))
         let wasStreaming = responsePath == .streamingBody
         responsePath = .done
         if wasStreaming { responseFinished() }
@@ -444,10 +470,10 @@ public final class ExtProcStream: SchedulingWaiter {
     }
 
     private func appendBodyChunk(_ chunk: UnsafeRawBufferPointer, endOfStream: Bool, direction: ProcessingResponse.Direction,
-                                 to out: inout [UInt8]) {
+                                 metadata: ProtoStruct? = nil, to out: inout [UInt8]) {
         ProcessingResponse.appendGRPCFrame(to: &out) { w in
             ProcessingResponse.encodeStreamedBody(direction: direction, body: chunk, endOfStream: endOfStream,
-                                                  dynamicMetadata: nil, into: &w)
+                                                  dynamicMetadata: metadata, into: &w)
         }
     }
 

@@ -2,6 +2,31 @@
 // the request-body model splice (epp-protocol.md §6.2).
 
 extension ParsedRequest {
+    /// Fast path of `prefixHashInput` for the commonest case, a completions `prompt` that is one JSON string
+    /// of plain ASCII without escapes: its decoded text is exactly the body bytes between the quotes, so
+    /// the hash chain can read them in place (no decode, no copy). nil otherwise (use `prefixHashInput`).
+    public func plainPromptBytes(body: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard kind == .completions, body.count == bodyCount, let r = promptRange, r.count >= 2,
+              body[r.lowerBound] == JSONByte.quote, body[r.upperBound - 1] == JSONByte.quote else { return nil }
+        let content = UnsafeRawBufferPointer(rebasing: body[(r.lowerBound + 1)..<(r.upperBound - 1)])
+        guard let base = content.baseAddress else { return content }
+        let n = content.count
+        var i = 0
+        // Backslashes (escapes) and bytes ≥ 0x80 (UTF-8 the decoder validates) leave the fast path.
+        let backslashes: UInt64 = 0x5C5C_5C5C_5C5C_5C5C
+        while i + 8 <= n {
+            let w = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            if w & 0x8080_8080_8080_8080 != 0 || swarHasZero(w ^ backslashes) { return nil }
+            i += 8
+        }
+        while i < n {
+            let c = base.load(fromByteOffset: i, as: UInt8.self)
+            if c >= 0x80 || c == JSONByte.backslash { return nil }
+            i += 1
+        }
+        return content
+    }
+
     /// The exact bytes the approximate prefix scorer hashes for this request
     /// (kv-index.md §1.1, reproducing GIE `1748e829` `getUserInputBytes`):
     ///

@@ -11,12 +11,20 @@ public struct Usage: Sendable, Equatable {
     /// reference reads the misspelt `prompt_token_details`, §13.6), or
     /// `input_tokens_details.cached_tokens` for Responses.
     public var cachedTokens: Int?
+    /// The `usage` object as the model server sent it (JSON bytes), for `request-attribute-reporter`
+    /// expressions. Not part of equality.
+    public var json: [UInt8] = []
 
     public init(promptTokens: Int = 0, completionTokens: Int = 0, totalTokens: Int = 0, cachedTokens: Int? = nil) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.totalTokens = totalTokens
         self.cachedTokens = cachedTokens
+    }
+
+    public static func == (a: Usage, b: Usage) -> Bool {
+        a.promptTokens == b.promptTokens && a.completionTokens == b.completionTokens && a.totalTokens == b.totalTokens
+            && a.cachedTokens == b.cachedTokens
     }
 }
 
@@ -392,6 +400,7 @@ public struct UsageScanner: Sendable {
             u.cachedTokens = cachedPrompt ?? cachedInput
         }
         u.totalTokens = total ?? 0
+        u.json = Array(UnsafeBufferPointer(rebasing: root.b[range]))
         return u
     }
 

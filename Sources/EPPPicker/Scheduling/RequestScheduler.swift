@@ -52,6 +52,9 @@ public struct SchedulingDecision {
     public var responseHeaders: [HeaderValueOption] = []
     /// Set when the model was rewritten: the response's `model` is rewritten back to the client's name.
     public var responseModelRewrite: ResponseModelRewriter? = nil
+    /// Evaluated over the response's usage when it completes; their results go to the proxy as dynamic
+    /// metadata on the last response message.
+    public var attributeReporters: [RequestAttributeReporter] = []
 
     public init(endpoint: Endpoint, destination: String? = nil) {
         self.endpoint = endpoint

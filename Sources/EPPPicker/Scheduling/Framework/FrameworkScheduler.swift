@@ -45,6 +45,8 @@ public final class FrameworkScheduler: RequestScheduler {
     var ctx = SchedulingContext()
     var spareContexts: [SchedulingContext] = []
     private var lastSnapshotVersion = -1
+    /// The whole pool's candidates and metrics as last read on this loop.
+    private var poolView = PoolMetricsView()
     /// This scheduler's loop: enables per-loop resources (the Redis prefix index lane).
     public var eventLoop: EventLoop? { didSet { ctx.eventLoop = eventLoop } }
 
@@ -167,10 +169,19 @@ public final class FrameworkScheduler: RequestScheduler {
 
     /// Datastore ∩ subset hint ∩ conformance selection, then health.
     private func buildCandidates(_ snapshot: EndpointSnapshot, _ request: SchedulingRequest) {
-        let hint = request.subsetHint
-        for e in snapshot.endpoints {
-            if let hint, !hint.allows(address: e.spec.address, port: e.spec.port, hostPort: e.hostPort) { continue }
-            ctx.endpoints.append(e)
+        if request.subsetHint == nil && request.header(HeaderBasedTestingFilter.header) == nil {
+            return adoptWholePool(snapshot)
+        }
+        ctx.clearCandidates()
+        if let hint = request.subsetHint {
+            var eps: [Endpoint] = []
+            swap(&eps, &ctx.endpoints)
+            for e in snapshot.endpoints where hint.allows(address: e.spec.address, port: e.spec.port, hostPort: e.hostPort) {
+                eps.append(e)
+            }
+            swap(&eps, &ctx.endpoints)
+        } else {
+            ctx.endpoints.append(contentsOf: snapshot.endpoints)
         }
         if let selection = request.header(HeaderBasedTestingFilter.header) {
             let all = ctx.endpoints
@@ -179,12 +190,25 @@ public final class FrameworkScheduler: RequestScheduler {
             for i in picked { ctx.endpoints.append(all[i]) }
         }
         // Read each candidate's metrics once (one lock each), unpacked for the scorers.
-        var healthy = 0
-        for i in 0..<ctx.endpoints.count {
-            let m = ctx.endpoints[i].metrics
-            ctx.appendMetrics(m)
-            if isHealthy(m) { healthy += 1 }
+        let healthy = ctx.loadMetrics { isHealthy($0) }
+        if healthy > 0 && healthy < ctx.endpoints.count {
+            let metrics = ctx.metrics
+            ctx.retainCandidates { isHealthy(metrics[$0]) }
         }
+    }
+
+    /// Every endpoint is a candidate (no subset hint, no conformance selection — the common case): the
+    /// candidates and their unpacked metrics are the per-loop `poolView`, rebuilt only when the endpoint
+    /// set or some endpoint's metrics changed since, and shared with the context without copying.
+    private func adoptWholePool(_ snapshot: EndpointSnapshot) {
+        let generation = datastore.metricsGeneration
+        if poolView.snapshotVersion != snapshot.version || poolView.generation != generation {
+            poolView.rebuild(snapshot, generation: generation, staleness: options.metricsStalenessNanos)
+        }
+        ctx.adopt(poolView)
+        if ctx.now <= poolView.allHealthyUntil { return }
+        var healthy = 0
+        for m in ctx.metrics where isHealthy(m) { healthy += 1 }
         if healthy > 0 && healthy < ctx.endpoints.count {
             let metrics = ctx.metrics
             ctx.retainCandidates { isHealthy(metrics[$0]) }
@@ -248,6 +272,7 @@ public final class FrameworkScheduler: RequestScheduler {
         for p in config.producers { p.afterPick(ctx, primary: primary, prefill: prefill) }
         for p in config.preRequestPlugins { p.preRequest(ctx, primary: primary, prefill: prefill) }
 
+        d.attributeReporters = config.attributeReporters
         if config.setsSessionToken {
             d.responseHeaders.append(HeaderValueOption(key: SessionAffinityScorer.header, rawValue: SessionAffinityScorer.token(for: primary)))
         }

@@ -34,6 +34,8 @@ public final class PickerConfig: Sendable {
     public let saturationDetector: any SaturationDetector
     public let producers: [any DataProducer]
     public let preRequestPlugins: [any PreRequestPlugin]
+    /// `request-attribute-reporter` instances (declared in `plugins`; they act on the response).
+    public let attributeReporters: [RequestAttributeReporter]
     public let parser: Parser
     public let objectives: [String: Int]
     public let modelRewrites: [String: [(model: String, weight: Double)]]
@@ -60,6 +62,7 @@ public final class PickerConfig: Sendable {
         self.saturationDetector = saturationDetector
         self.producers = producers
         self.preRequestPlugins = preRequestPlugins
+        self.attributeReporters = plugins.values.compactMap { $0 as? RequestAttributeReporter }.sorted { $0.name < $1.name }
         self.parser = parser
         self.objectives = objectives
         self.modelRewrites = modelRewrites

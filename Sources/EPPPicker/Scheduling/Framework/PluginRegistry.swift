@@ -41,7 +41,7 @@ public final class PluginRegistry: Sendable {
         "models-data-source", "file-discovery", "multicluster-file-discovery",
         "openai-parser", "passthrough-parser", "vllmgrpc-parser", "vllmhttp-parser",
         "inflight-load-producer", "token-producer", "predicted-latency-producer",
-        "latency-slo-admitter", "probabilistic-admitter", "request-attribute-reporter",
+        "latency-slo-admitter", "probabilistic-admitter",
         "prefill-header-handler", "disagg-headers-handler",
         "global-strict-fairness-policy", "round-robin-fairness-policy", "fcfs-ordering-policy", "edf-ordering-policy",
         "slo-deadline-ordering-policy", "static-usage-limit-policy", "eviction-sheddable-filter",
@@ -93,6 +93,8 @@ public final class PluginRegistry: Sendable {
         r.register("approx-prefix-cache-producer") { n, p, env throws(PickerConfigError) in
             try ApproxPrefixCacheProducer(name: n, params: p, index: env.prefixIndex, redis: env.redisIndex)
         }
+        // request control
+        r.register("request-attribute-reporter") { n, p, _ throws(PickerConfigError) in try RequestAttributeReporter(name: n, params: p) }
         for t in inertTypes {
             r.register(t) { n, p, _ throws(PickerConfigError) in p?.ignoreAll(); return InertPlugin(name: n, typeName: t) }
         }

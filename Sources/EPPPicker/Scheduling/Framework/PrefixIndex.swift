@@ -1,3 +1,4 @@
+import Atomics
 import Synchronization
 
 // The approximate prefix index (kv-index.md §1): block-hash chain over the request's prefix-hash input,
@@ -31,15 +32,10 @@ public enum PrefixHashChain {
         scratch.append(contentsOf: model.utf8)
         if let s = cacheSalt, !s.isEmpty { scratch.append(contentsOf: s.utf8) }
         var prev = scratch.withUnsafeBytes { XXHash64.hash($0) }
-        scratch.removeAll(keepingCapacity: true)
-        scratch.reserveCapacity(blockChars + 8)
         var offset = 0
         while offset < n {
             let end = min(offset + blockChars, n)
-            scratch.removeAll(keepingCapacity: true)
-            scratch.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[offset..<end]))
-            withUnsafeBytes(of: prev.littleEndian) { scratch.append(contentsOf: $0) }
-            prev = scratch.withUnsafeBytes { XXHash64.hash($0) }
+            prev = XXHash64.hash(UnsafeRawBufferPointer(rebasing: input[offset..<end]), suffix: prev)
             out.append(prev)
             offset = end
         }
@@ -100,12 +96,12 @@ public final class LocalPrefixIndex: PrefixIndex {
     }
 
     final class Shard: Sendable {
-        let map = Mutex<[UInt64: PodList]>([:])
+        let map = Mutex(UInt64Map<PodList>())
     }
 
     /// LRU of one endpoint's hashes: slots in arrays, doubly linked (head = most recent).
     struct HashLRU {
-        var slotOf: [UInt64: Int32] = [:]
+        var slotOf = UInt64Map<Int32>()
         var keys: [UInt64] = []
         var prev: [Int32] = []
         var next: [Int32] = []
@@ -138,7 +134,7 @@ public final class LocalPrefixIndex: PrefixIndex {
                 let t = tail
                 unlink(t)
                 let k = keys[Int(t)]
-                slotOf[k] = nil
+                slotOf.remove(k)
                 free.append(t)
                 evicted.append(k)
             }
@@ -153,7 +149,7 @@ public final class LocalPrefixIndex: PrefixIndex {
             return true
         }
 
-        var allKeys: [UInt64] { Array(slotOf.keys) }
+        var allKeys: [UInt64] { slotOf.allKeys }
     }
 
     final class Server: Sendable {
@@ -165,12 +161,7 @@ public final class LocalPrefixIndex: PrefixIndex {
 
     struct Servers {
         var byName: [String: Server] = [:]
-        /// Strong reference to the endpoint keeps its ObjectIdentifier unique while cached.
-        var byObject: [ObjectIdentifier: (Endpoint, Server)] = [:]
-        /// Endpoints known to have no server yet (never recorded), so lookups skip building and hashing their
-        /// name on every request. Holds the objects (no identifier reuse); cleared when a server is created
-        /// and on prune.
-        var unrecorded: [ObjectIdentifier: Endpoint] = [:]
+        var byID: [Server?] = []
         var nextID: Int32 = 0
     }
 
@@ -178,8 +169,27 @@ public final class LocalPrefixIndex: PrefixIndex {
     private let shards: [Shard]
     private let servers = Mutex(Servers())
 
+    /// Endpoint → server id is cached in the endpoint itself (`Endpoint.prefixIndexSlot` =
+    /// `epoch << 24 | (id + 1)`, id −1 = never recorded), valid while it carries this index's current
+    /// epoch. The epoch changes whenever servers are created or pruned, and epochs come from one
+    /// process-wide sequence, so a slot written by another index or before a change never matches: the
+    /// lookup then maps that endpoint once under the lock. Saves a map probe per candidate per request.
+    private let epoch: ManagedAtomic<UInt64>
+    private static let epochs = ManagedAtomic<UInt64>(1)
+    private static let epochMask: UInt64 = (1 << 40) - 1
+
+    private static func freshEpoch() -> UInt64 { epochs.loadThenWrappingIncrement(ordering: .relaxed) & epochMask }
+
     public init() {
         shards = (0..<LocalPrefixIndex.shardCount).map { _ in Shard() }
+        epoch = ManagedAtomic(LocalPrefixIndex.freshEpoch())
+    }
+
+    /// Server id of `e` (−1: never recorded), mapping and caching it under the servers lock.
+    private func resolveID(_ e: Endpoint, _ s: inout Servers) -> Int32 {
+        let id = s.byName[e.spec.namespacedName]?.id ?? -1
+        e.prefixIndexSlot.store(epoch.load(ordering: .relaxed) << 24 | UInt64(id + 1), ordering: .relaxed)
+        return id
     }
 
     @inline(__always)
@@ -187,17 +197,22 @@ public final class LocalPrefixIndex: PrefixIndex {
 
     private func server(for e: Endpoint, create: Bool) -> Server? {
         servers.withLock { s -> Server? in
-            if let (_, srv) = s.byObject[ObjectIdentifier(e)] { return srv }
-            let name = e.spec.namespacedName
-            var srv = s.byName[name]
-            if srv == nil {
-                guard create else { return nil }
-                srv = Server(id: s.nextID, name: name)
-                s.nextID += 1
-                s.byName[name] = srv
-                s.unrecorded.removeAll(keepingCapacity: true)
+            let slot = e.prefixIndexSlot.load(ordering: .relaxed)
+            if slot >> 24 == epoch.load(ordering: .relaxed), slot & 0xFF_FFFF > 0 {
+                return s.byID[Int(slot & 0xFF_FFFF) - 1]
             }
-            s.byObject[ObjectIdentifier(e)] = (e, srv!)
+            let name = e.spec.namespacedName
+            if let srv = s.byName[name] {
+                _ = resolveID(e, &s)
+                return srv
+            }
+            guard create else { return nil }
+            let srv = Server(id: s.nextID, name: name)
+            s.nextID += 1
+            s.byName[name] = srv
+            s.byID.append(srv)
+            epoch.store(LocalPrefixIndex.freshEpoch(), ordering: .relaxed)   // "never recorded" slots are stale now
+            _ = resolveID(e, &s)
             return srv
         }
     }
@@ -206,33 +221,44 @@ public final class LocalPrefixIndex: PrefixIndex {
         matches.removeAll(keepingCapacity: true)
         matches.append(contentsOf: repeatElement(0, count: candidates.count))
         guard !hashes.isEmpty, !candidates.isEmpty else { return }
-        // Candidate → server id (−1: never recorded), under one lock.
-        var maxID: Int32 = -1
-        let ids: [Int32] = servers.withLock { s in
-            candidates.map { e in
-                let oid = ObjectIdentifier(e)
-                if let (_, srv) = s.byObject[oid] { maxID = max(maxID, srv.id); return srv.id }
-                if s.unrecorded[oid] != nil { return -1 }
-                if let srv = s.byName[e.spec.namespacedName] {
-                    s.byObject[oid] = (e, srv)
-                    maxID = max(maxID, srv.id)
-                    return srv.id
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: candidates.count) { ids in
+            // Candidate → server id (−1: never recorded) from the endpoints' cached slots; the lock only for
+            // endpoints whose slot is stale.
+            var maxID: Int32 = -1
+            let current = epoch.load(ordering: .relaxed)
+            var stale = false
+            for (i, e) in candidates.enumerated() {
+                let slot = e.prefixIndexSlot.load(ordering: .relaxed)
+                if slot >> 24 == current {
+                    ids[i] = Int32(truncatingIfNeeded: slot & 0xFF_FFFF) - 1
+                    maxID = max(maxID, ids[i])
+                } else {
+                    ids[i] = -2
+                    stale = true
                 }
-                s.unrecorded[oid] = e
-                return -1
+            }
+            if stale {
+                servers.withLock { s in
+                    for (i, e) in candidates.enumerated() where ids[i] == -2 {
+                        ids[i] = resolveID(e, &s)
+                        maxID = max(maxID, ids[i])
+                    }
+                }
+            }
+            guard maxID >= 0 else { return }
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: Int(maxID) + 1) { counts in
+                counts.initialize(repeating: 0)
+                for h in hashes {
+                    let found: Bool = shard(h).map.withLock { m in
+                        guard let list = m[h], !list.isEmpty else { return false }
+                        list.forEach { id in if id <= maxID { counts[Int(id)] += 1 } }
+                        return true
+                    }
+                    if !found { break }   // the chain is broken for everybody
+                }
+                for i in 0..<candidates.count where ids[i] >= 0 { matches[i] = Int(counts[Int(ids[i])]) }
             }
         }
-        guard maxID >= 0 else { return }
-        var counts = [Int32](repeating: 0, count: Int(maxID) + 1)
-        for h in hashes {
-            let found: Bool = shard(h).map.withLock { m in
-                guard let list = m[h], !list.isEmpty else { return false }
-                list.forEach { id in if id <= maxID { counts[Int(id)] += 1 } }
-                return true
-            }
-            if !found { break }   // the chain is broken for everybody
-        }
-        for (i, id) in ids.enumerated() where id >= 0 { matches[i] = Int(counts[Int(id)]) }
     }
 
     public func record(_ hashes: [UInt64], endpoint: Endpoint, capacity: Int) {
@@ -251,7 +277,7 @@ public final class LocalPrefixIndex: PrefixIndex {
                 }
                 evicted.removeAll(keepingCapacity: true)
                 if inserted {
-                    shard(h).map.withLock { m in m[h, default: PodList()].insert(id) }
+                    shard(h).map.withLock { m in m.update(h, orInsert: { PodList() }) { $0.insert(id) } }
                 }
             }
         }
@@ -260,9 +286,8 @@ public final class LocalPrefixIndex: PrefixIndex {
     public func prune(keeping keep: Set<String>) {
         let gone: [Server] = servers.withLock { s in
             let dead = s.byName.values.filter { !keep.contains($0.name) }
-            for d in dead { s.byName[d.name] = nil }
-            s.byObject = s.byObject.filter { keep.contains($0.value.1.name) }
-            s.unrecorded.removeAll()
+            for d in dead { s.byName[d.name] = nil; s.byID[Int(d.id)] = nil }
+            if !dead.isEmpty { epoch.store(LocalPrefixIndex.freshEpoch(), ordering: .relaxed) }
             return dead
         }
         for srv in gone {

@@ -49,6 +49,8 @@ public final class SchedulingContext {
     public internal(set) var eventLoop: EventLoop?
     /// Set by a producer whose prefix lookup goes to Redis: the scheduler finishes the request on the reply.
     var pendingPrefixLookup: ApproxPrefixCacheProducer?
+    /// `prefixMatches` came from Redis (not the local fallback).
+    var prefixMatchesFromRedis = false
 
     /// The body bytes (valid only during `schedule`; empty in the steps after an asynchronous prefix lookup).
     public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -78,9 +80,47 @@ public final class SchedulingContext {
     /// Appends the metrics of the next candidate in `endpoints` (keeps the unpacked arrays in step).
     func appendMetrics(_ m: ScrapedMetrics?) {
         metrics.append(m)
-        waitingQueue.append(m?.metrics.waitingQueueSize ?? 0)
-        runningRequests.append(m?.metrics.runningRequests ?? 0)
-        kvCacheUsage.append(m?.metrics.kvCacheUsage ?? 0)
+        waitingQueue.append(m?.waitingQueueSize ?? 0)
+        runningRequests.append(m?.runningRequests ?? 0)
+        kvCacheUsage.append(m?.kvCacheUsage ?? 0)
+    }
+
+    /// Reads the metrics of every candidate in `endpoints` (one lock each) and unpacks the hot numbers.
+    /// Works on local arrays (moved out and back) so the loop pays no exclusivity check per element.
+    /// Returns how many candidates `healthy` accepts.
+    func loadMetrics(healthy: (ScrapedMetrics?) -> Bool) -> Int {
+        var ms: [ScrapedMetrics?] = [], wq: [Int] = [], rr: [Int] = [], kv: [Double] = []
+        swap(&ms, &metrics); swap(&wq, &waitingQueue); swap(&rr, &runningRequests); swap(&kv, &kvCacheUsage)
+        let eps = endpoints
+        var healthyCount = 0
+        for e in eps {
+            let m = e.metrics
+            ms.append(m)
+            wq.append(m?.waitingQueueSize ?? 0)
+            rr.append(m?.runningRequests ?? 0)
+            kv.append(m?.kvCacheUsage ?? 0)
+            if healthy(m) { healthyCount += 1 }
+        }
+        swap(&ms, &metrics); swap(&wq, &waitingQueue); swap(&rr, &runningRequests); swap(&kv, &kvCacheUsage)
+        return healthyCount
+    }
+
+    /// Empties the candidate arrays (keeping their storage when not shared).
+    func clearCandidates() {
+        endpoints.removeAll(keepingCapacity: true)
+        metrics.removeAll(keepingCapacity: true)
+        waitingQueue.removeAll(keepingCapacity: true)
+        runningRequests.removeAll(keepingCapacity: true)
+        kvCacheUsage.removeAll(keepingCapacity: true)
+    }
+
+    /// Takes the whole pool as candidates (shares the view's arrays; copy-on-write if filtered later).
+    func adopt(_ view: PoolMetricsView) {
+        endpoints = view.endpoints
+        metrics = view.metrics
+        waitingQueue = view.waitingQueue
+        runningRequests = view.runningRequests
+        kvCacheUsage = view.kvCacheUsage
     }
 
     /// Keeps only the candidates at `keep` (ascending indices), in order.
@@ -98,11 +138,8 @@ public final class SchedulingContext {
 
     func reset(now: UInt64) {
         self.now = now
-        endpoints.removeAll(keepingCapacity: true)
-        metrics.removeAll(keepingCapacity: true)
-        waitingQueue.removeAll(keepingCapacity: true)
-        runningRequests.removeAll(keepingCapacity: true)
-        kvCacheUsage.removeAll(keepingCapacity: true)
+        // The candidate arrays are replaced or cleared by the candidates step (they may share storage with
+        // the scheduler's pool view, so clearing them here could copy).
         headers = []
         parsed = nil
         incomingModel = ""
@@ -115,12 +152,53 @@ public final class SchedulingContext {
         prefixMatches.removeAll(keepingCapacity: true)
         blockSizeTokens = 16
         pendingPrefixLookup = nil
+        prefixMatchesFromRedis = false
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false
     }
 
     /// All candidate indices `0..<endpoints.count`.
     public var allCandidates: [Int] { Array(0..<endpoints.count) }
+}
+
+/// The whole endpoint set with its metrics read once and the hot numbers unpacked; a scheduler keeps one per
+/// loop and rebuilds it only when the snapshot version or `Datastore.metricsGeneration` changes.
+struct PoolMetricsView {
+    var snapshotVersion = -1
+    var generation = -1
+    var endpoints: [Endpoint] = []
+    var metrics: [ScrapedMetrics?] = []
+    var waitingQueue: [Int] = []
+    var runningRequests: [Int] = []
+    var kvCacheUsage: [Double] = []
+    /// Every endpoint counts as healthy while now ≤ this (0 when some endpoint is unhealthy or unscraped:
+    /// check each).
+    var allHealthyUntil: UInt64 = 0
+
+    mutating func rebuild(_ snapshot: EndpointSnapshot, generation: Int, staleness: UInt64) {
+        snapshotVersion = snapshot.version
+        self.generation = generation
+        endpoints = snapshot.endpoints
+        var ms: [ScrapedMetrics?] = [], wq: [Int] = [], rr: [Int] = [], kv: [Double] = []
+        ms.reserveCapacity(endpoints.count); wq.reserveCapacity(endpoints.count)
+        rr.reserveCapacity(endpoints.count); kv.reserveCapacity(endpoints.count)
+        var until = UInt64.max
+        for e in endpoints {
+            let m = e.metrics
+            ms.append(m)
+            wq.append(m?.waitingQueueSize ?? 0)
+            rr.append(m?.runningRequests ?? 0)
+            kv.append(m?.kvCacheUsage ?? 0)
+            if let m, m.healthy {
+                let (sum, overflow) = m.scrapedAt.addingReportingOverflow(staleness)
+                until = min(until, overflow ? .max : sum)
+            } else {
+                until = 0
+            }
+        }
+        metrics = ms; waitingQueue = wq; runningRequests = rr; kvCacheUsage = kv
+        allHealthyUntil = endpoints.isEmpty ? 0 : until
+    }
 }
 
 /// One scheduling profile: filters in order, weighted scorers, exactly one picker (scheduling.md §1).

@@ -47,6 +47,50 @@ public enum XXHash64 {
         return finish(h, base: base, from: i, to: n)
     }
 
+    /// XXH64 of `bytes ‖ LE64(suffix)` without copying `bytes` (the prefix-hash chain's
+    /// `xxh64(block ‖ LE64(h_{i−1}))`): whole 32-byte stripes are read in place; only the last < 32 bytes
+    /// and the suffix go through a 40-byte stack buffer.
+    public static func hash(_ bytes: UnsafeRawBufferPointer, suffix: UInt64, seed: UInt64 = 0) -> UInt64 {
+        let count = bytes.count
+        let n = count + 8
+        var tail: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &tail) { tb -> UInt64 in
+            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
+            var i = 0
+            if let base = bytes.baseAddress {
+                while i + 32 <= count {
+                    v1 = round(v1, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+                    v2 = round(v2, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)))
+                    v3 = round(v3, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)))
+                    v4 = round(v4, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)))
+                    i += 32
+                }
+            }
+            let r = count - i
+            if r > 0 { tb.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[i..<count])) }
+            tb.storeBytes(of: suffix.littleEndian, toByteOffset: r, as: UInt64.self)
+            let tn = r + 8
+            let t = UnsafeRawPointer(tb.baseAddress!)
+            var j = 0
+            var h: UInt64
+            if n >= 32 {
+                if tn >= 32 {
+                    v1 = round(v1, UInt64(littleEndian: t.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
+                    v2 = round(v2, UInt64(littleEndian: t.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                    v3 = round(v3, UInt64(littleEndian: t.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+                    v4 = round(v4, UInt64(littleEndian: t.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+                    j = 32
+                }
+                h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+                h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
+            } else {
+                h = seed &+ p5
+            }
+            h &+= UInt64(n)
+            return finish(h, base: t, from: j, to: tn)
+        }
+    }
+
     @inline(__always) @usableFromInline
     static func finish(_ hIn: UInt64, base: UnsafeRawPointer?, from: Int, to n: Int) -> UInt64 {
         var h = hIn
