@@ -107,6 +107,11 @@ public final class RedisPrefixIndex: Sendable {
         private var metrics: RedisPrefixIndexMetrics { index.metrics }
         private var encoder = RESPEncoder(capacity: 16 * 1024)
         private var keyScratch: [UInt8] = []
+        private var idScratch: [UInt8] = []
+        /// (pod, last block of a chain) → when this lane last wrote that chain's recency in full; a pod that Redis
+        /// says holds the whole chain is not recorded again within `refreshIntervalNanos`.
+        private var refreshed: [UInt64: UInt64] = [:]
+        static let refreshIntervalNanos: UInt64 = 1_000_000_000
         /// Endpoint → pod id (holds the endpoint so its identifier stays unique).
         private var podIDs: [ObjectIdentifier: (Endpoint, UInt64)] = [:]
         /// keyPrefix → model → namespace bytes.
@@ -125,6 +130,7 @@ public final class RedisPrefixIndex: Sendable {
             var start: UInt64
             var deadline: UInt64
             var blocks: Int
+            var candidates: Int
             var done: ((Result<[Int], Fallback>) -> Void)?
         }
 
@@ -162,12 +168,14 @@ public final class RedisPrefixIndex: Sendable {
             guard client.isReady, !hashes.isEmpty, !candidates.isEmpty else { return false }
             let ns = namespace(keyPrefix, model)
             encoder.reset()
-            encoder.beginCommand(argumentCount: 3 + hashes.count + candidates.count)
+            encoder.beginCommand(argumentCount: 4 + hashes.count)
             encoder.append(argument: "EVALSHA")
             encoder.append(argument: lookupSHA)
             encoder.append(argument: hashes.count)
             appendBlockKeys(ns, hashes)
-            for e in candidates { appendID(podID(e)) }
+            idScratch.removeAll(keepingCapacity: true)
+            for e in candidates { withUnsafeBytes(of: podID(e).littleEndian) { idScratch.append(contentsOf: $0) } }
+            encoder.append(argument: idScratch)
             let seq = nextSeq
             var synchronous = true
             var refused = false
@@ -181,7 +189,8 @@ public final class RedisPrefixIndex: Sendable {
             metrics.roundTripsLookup.increment()
             let now = EventLoop.now()
             let deadline = now &+ budgetNanos
-            pending.append(PendingLookup(seq: seq, start: now, deadline: deadline, blocks: hashes.count, done: done))
+            pending.append(PendingLookup(seq: seq, start: now, deadline: deadline, blocks: hashes.count,
+                                         candidates: candidates.count, done: done))
             if timer == nil || deadline < timerDeadline { armTimer(deadline, now) }
             return true
         }
@@ -198,14 +207,21 @@ public final class RedisPrefixIndex: Sendable {
                 return
             }
             metrics.lookupLatency.observe(nanoseconds: EventLoop.now() &- pending[pendingHead].start)
-            if case .success(.array(let items)) = result {
-                var counts: [Int] = []
-                counts.reserveCapacity(items.count)
-                for item in items {
-                    guard case .integer(let n) = item else { break }
-                    counts.append(Int(n))
+            if case .success(.array(let items)) = result, items.count % 2 == 0 {
+                // {candidate index (1-based), run, …} for runs > 0
+                let m = pending[pendingHead].candidates
+                var counts = [Int](repeating: 0, count: m)
+                var valid = true
+                var i = 0
+                while i < items.count {
+                    guard case .integer(let c) = items[i], case .integer(let run) = items[i + 1], c >= 1, c <= m else {
+                        valid = false
+                        break
+                    }
+                    counts[Int(c) - 1] = Int(run)
+                    i += 2
                 }
-                if counts.count == items.count {
+                if valid {
                     let blocks = pending[pendingHead].blocks
                     let best = counts.max() ?? 0
                     metrics.hitRatio.observe(blocks > 0 ? Double(best) / Double(blocks) : 0)
@@ -272,17 +288,31 @@ public final class RedisPrefixIndex: Sendable {
 
         // MARK: record
 
-        /// Records `hashes` for each pod (decode, prefill) in one `EVALSHA`, fire and forget. Pods that already
-        /// hold a block only refresh its recency. No-op when not connected (the local index has it anyway).
-        public func record(keyPrefix: String, model: String, hashes: [UInt64], pods: [(endpoint: Endpoint, capacity: Int)]) {
-            guard client.isReady, !hashes.isEmpty, !pods.isEmpty else { return }
+        /// Records `hashes` for each pod (decode, prefill) in one `EVALSHA`, fire and forget. Blocks a pod holds
+        /// are not rewritten, only their recency refreshed. `known`: this request's Redis lookup found the pod
+        /// holding blocks 1…known (0: unknown). A pod known to hold the whole chain is skipped if this lane
+        /// refreshed that chain for it within a second, so a hot prefix costs Redis only its lookups. No-op when
+        /// not connected (the local index has it).
+        public func record(keyPrefix: String, model: String, hashes: [UInt64],
+                           pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)]) {
+            guard client.isReady, let tip = hashes.last else { return }
+            let now = EventLoop.now()
+            var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = []
+            for p in allPods {
+                let key = podID(p.endpoint) ^ (tip &* 0x9E37_79B9_7F4A_7C15)
+                if p.known >= hashes.count, let t = refreshed[key], now &- t < Lane.refreshIntervalNanos { continue }
+                if refreshed.count >= 65_536 { refreshed.removeAll(keepingCapacity: true) }
+                refreshed[key] = now
+                pods.append(p)
+            }
+            if pods.isEmpty { return }
             let ns = namespace(keyPrefix, model)
             if !announced.contains(ns) {
                 announced.insert(ns)
                 client.send([Array("SADD".utf8), Array((keyPrefix + "namespaces").utf8), ns]) { _ in }
             }
             encoder.reset()
-            encoder.beginCommand(argumentCount: 3 + hashes.count + pods.count + 1 + 2 + 3 * pods.count)
+            encoder.beginCommand(argumentCount: 3 + hashes.count + pods.count + 1 + 2 + 4 * pods.count)
             encoder.append(argument: "EVALSHA")
             encoder.append(argument: recordSHA)
             encoder.append(argument: hashes.count + pods.count + 1)
@@ -298,6 +328,7 @@ public final class RedisPrefixIndex: Sendable {
                 appendID(podID(p.endpoint))
                 encoder.append(argument: max(1, p.capacity))
                 encoder.append(argument: p.endpoint.spec.namespacedName)
+                encoder.append(argument: min(max(0, p.known), hashes.count))
             }
             metrics.roundTripsRecord.increment()
             client.send(resp: encoder.bytes) { [weak self] result in

@@ -4,8 +4,10 @@ import EPPRedis
 /// (one round trip, atomic). Pod ids and block hashes are 8 raw bytes; a block value is the concatenation
 /// of the ids of the pods holding it, so membership is a plain `string.find` at an 8-byte-aligned offset.
 enum RedisPrefixScripts {
-    /// Shared helpers. `drop` cuts every aligned copy of `id` out of a block value (deletes the key when no
-    /// pod is left); duplicates can only appear after a partial loss of keys, and are removed all at once.
+    /// Shared helpers. `drop_all` cuts `id` out of the values of the blocks `members` (hashes; keys are
+    /// `bprefix .. hash`), deleting keys no pod holds any more, with one MGET and at most one DEL and one MSET
+    /// per 1000 blocks. Every aligned copy goes (a duplicate can only follow a partial loss of keys).
+    /// Replies never carry ZSET scores: Redis 7.0 formats each double with snprintf (~1 µs apiece).
     private static let helpers = """
     local function holds(v, id)
       local s = 1
@@ -16,31 +18,55 @@ enum RedisPrefixScripts {
         s = i + 1
       end
     end
-    local function drop(key, id)
-      local v = redis.call('GET', key)
-      if not v then return end
-      local out, k = {}, 0
-      for i = 1, #v, 8 do
-        local x = string.sub(v, i, i + 7)
-        if x ~= id then k = k + 1; out[k] = x end
+    local function drop_all(bprefix, members, id)
+      for from = 1, #members, 1000 do
+        local to = math.min(from + 999, #members)
+        local keys = {}
+        for i = from, to do keys[i - from + 1] = bprefix .. members[i] end
+        local vals = redis.call('MGET', unpack(keys))
+        local set, ns, del, nd = {}, 0, {}, 0
+        for i = 1, #keys do
+          local v = vals[i]
+          if v then
+            local out, k = {}, 0
+            for j = 1, #v, 8 do
+              local x = string.sub(v, j, j + 7)
+              if x ~= id then k = k + 1; out[k] = x end
+            end
+            if k == 0 then nd = nd + 1; del[nd] = keys[i]
+            elseif k * 8 ~= #v then ns = ns + 2; set[ns - 1] = keys[i]; set[ns] = table.concat(out) end
+          end
+        end
+        if nd > 0 then redis.call('DEL', unpack(del, 1, nd)) end
+        if ns > 0 then redis.call('MSET', unpack(set, 1, ns)) end
       end
-      if k == 0 then redis.call('DEL', key) elseif k * 8 ~= #v then redis.call('SET', key, table.concat(out)) end
     end
 
     """
 
-    /// KEYS = block keys in chain order; ARGV = candidate pod ids. Returns one integer per candidate: the
-    /// number of blocks, from the first, it holds without a gap. The walk stops as soon as no candidate is
-    /// still in its run, and reads block values in growing MGET chunks (8, 32, 128, …) so a cold prefix
-    /// costs one short MGET. Runs of blocks with the identical holder string cost O(1) each.
+    /// KEYS = block keys in chain order; ARGV[1] = the candidates' pod ids, concatenated. Returns
+    /// {candidate index (1-based), run, …} for every candidate whose run — the number of blocks, from the first,
+    /// it holds without a gap — is > 0. Only holders of the first block can have a run, so the work follows the
+    /// holders, not the candidate count. The walk stops as soon as no candidate is still in its run, and
+    /// reads block values in growing MGET chunks (8, 32, 128, …) so a cold prefix costs one short MGET. Runs of
+    /// blocks with the identical holder string (a chain recorded together) cost O(1) each.
     static let lookup = RedisScript(helpers + """
-    local m = #ARGV
-    local counts, alive = {}, {}
-    for i = 1, m do counts[i] = 0; alive[i] = i end
-    local nalive, n = m, #KEYS
+    local cands = ARGV[1]
+    local function candidate(id)
+      local s = 1
+      while true do
+        local i = string.find(cands, id, s, true)
+        if not i then return nil end
+        if i % 8 == 1 then return (i + 7) / 8 end
+        s = i + 1
+      end
+    end
+    local n = #KEYS
+    local ids, idx, runs, out = {}, {}, {}, {}
+    local nalive, nout = 0, 0
     local pos, chunk = 1, 8
     local prev, same, stop = nil, 0, false
-    while pos <= n and nalive > 0 and not stop do
+    while pos <= n and not stop do
       local last = pos + chunk - 1
       if last > n then last = n end
       local vals = redis.call('MGET', unpack(KEYS, pos, last))
@@ -49,12 +75,27 @@ enum RedisPrefixScripts {
         if not v then stop = true; break end
         if v == prev then
           same = same + 1
+        elseif prev == nil then
+          local seen = {}
+          for i = 1, #v, 8 do
+            local x = string.sub(v, i, i + 7)
+            local c = candidate(x)
+            if c and not seen[c] then
+              seen[c] = true
+              nalive = nalive + 1; ids[nalive] = x; idx[nalive] = c; runs[nalive] = 1
+            end
+          end
+          prev = v
+          if nalive == 0 then stop = true; break end
         else
           local k = 0
           for a = 1, nalive do
-            local c = alive[a]
-            counts[c] = counts[c] + same
-            if holds(v, ARGV[c]) then k = k + 1; alive[k] = c; counts[c] = counts[c] + 1 end
+            local r = runs[a] + same
+            if holds(v, ids[a]) then
+              k = k + 1; ids[k] = ids[a]; idx[k] = idx[a]; runs[k] = r + 1
+            else
+              out[nout + 1] = idx[a]; out[nout + 2] = r; nout = nout + 2
+            end
           end
           nalive, same, prev = k, 0, v
           if k == 0 then stop = true; break end
@@ -63,44 +104,58 @@ enum RedisPrefixScripts {
       pos = last + 1
       chunk = chunk * 4
     end
-    for a = 1, nalive do local c = alive[a]; counts[c] = counts[c] + same end
-    return counts
+    for a = 1, nalive do out[nout + 1] = idx[a]; out[nout + 2] = runs[a] + same; nout = nout + 2 end
+    return out
     """)
 
     /// KEYS = n block keys (chain order), then p recency ZSETs (one per pod), then the namespace's pod registry
-    /// HASH. ARGV = n, p, then per pod: id, capacity, name. Per pod, one ZMSCORE finds the blocks it already
-    /// holds: those only get a fresher score (one ZADD for all); only new ones get the id APPENDed. Scores
-    /// are Redis' own clock (ms × 1024) minus the block's position, so eviction (ZPOPMIN beyond capacity)
-    /// takes the oldest requests first and, within one, the deepest blocks first (prefixes stay intact).
+    /// HASH. ARGV = n, p, then per pod: id, capacity, name, known (this request's Redis lookup found the pod
+    /// holding blocks 1…known; 0 when unknown). Per pod, one ZADD refreshes the recency of all n blocks and
+    /// counts the new ones; only those get the id appended (one MGET + one MSET). When the count is exactly
+    /// n − known, blocks known+1…n are the new ones; otherwise their values are checked. Scores are Redis' own
+    /// clock (ms × 1024) minus the block's position, so eviction beyond capacity takes the least recently used
+    /// requests first and, within one, the deepest blocks first (prefixes stay intact).
     /// Returns {block entries written, entries evicted}.
     static let record = RedisScript(helpers + """
     local n, p = tonumber(ARGV[1]), tonumber(ARGV[2])
     local t = redis.call('TIME')
     local base = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 1024
-    local members = {}
-    for i = 1, n do members[i] = string.sub(KEYS[i], -8) end
     local bprefix = string.sub(KEYS[1], 1, -9)
+    local z = {}
+    for i = 1, n do
+      local r = i - 1
+      if r > 1023 then r = 1023 end
+      z[2 * i - 1] = base + 1023 - r
+      z[2 * i] = string.sub(KEYS[i], -8)
+    end
     local written, evicted = 0, 0
     for q = 1, p do
-      local id, cap, name = ARGV[3 * q], tonumber(ARGV[3 * q + 1]), ARGV[3 * q + 2]
+      local o = 4 * q - 1
+      local id, cap, name, known = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2], tonumber(ARGV[o + 3])
+      if known > n then known = n end
       local lru = KEYS[n + q]
-      local held = redis.call('ZMSCORE', lru, unpack(members))
-      local z, w = {}, 0
-      for i = 1, n do
-        local r = i - 1
-        if r > 1023 then r = 1023 end
-        z[2 * i - 1] = base + 1023 - r
-        z[2 * i] = members[i]
-        if not held[i] then redis.call('APPEND', KEYS[i], id); w = w + 1 end
+      local added = redis.call('ZADD', lru, unpack(z))
+      if added > 0 then
+        local vals = redis.call('MGET', unpack(KEYS, known + 1, n))
+        local all = added == n - known
+        local set, ns = {}, 0
+        for i = known + 1, n do
+          local v = vals[i - known]
+          if all or not v or not holds(v, id) then
+            ns = ns + 2; set[ns - 1] = KEYS[i]; set[ns] = (v or '') .. id
+          end
+        end
+        if ns > 0 then redis.call('MSET', unpack(set, 1, ns)) end
+        written = written + ns / 2
+        redis.call('HSET', KEYS[n + p + 1], id, name)
       end
-      redis.call('ZADD', lru, unpack(z))
       local over = redis.call('ZCARD', lru) - cap
       if over > 0 then
-        local old = redis.call('ZPOPMIN', lru, over)
-        for i = 1, #old, 2 do drop(bprefix .. old[i], id); evicted = evicted + 1 end
+        local old = redis.call('ZRANGE', lru, 0, over - 1)
+        redis.call('ZREMRANGEBYRANK', lru, 0, over - 1)
+        drop_all(bprefix, old, id)
+        evicted = evicted + #old
       end
-      if w > 0 then redis.call('HSET', KEYS[n + p + 1], id, name) end
-      written = written + w
     end
     return {written, evicted}
     """)
@@ -116,7 +171,9 @@ enum RedisPrefixScripts {
     for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
       if not keep[id] then
         local lru = ns .. ':p:' .. id
-        for _, m in ipairs(redis.call('ZRANGE', lru, 0, -1)) do drop(ns .. ':b:' .. m, id); entries = entries + 1 end
+        local members = redis.call('ZRANGE', lru, 0, -1)
+        drop_all(ns .. ':b:', members, id)
+        entries = entries + #members
         redis.call('DEL', lru)
         redis.call('HDEL', KEYS[1], id)
         pods = pods + 1

@@ -53,6 +53,7 @@ extension ApproxPrefixCacheProducer {
             case .success(let counts) where counts.count == ctx.endpoints.count:
                 ctx.prefixMatches.removeAll(keepingCapacity: true)
                 ctx.prefixMatches.append(contentsOf: counts)
+                ctx.prefixMatchesFromRedis = true
             default:
                 lookupLocally(ctx)
             }
@@ -66,8 +67,13 @@ extension ApproxPrefixCacheProducer {
 
     func recordInRedis(_ ctx: SchedulingContext, primary: Endpoint, prefill: Endpoint?) {
         guard let redis, let loop = ctx.eventLoop, let lane = redis.lane(for: loop) else { return }
-        var pods: [(endpoint: Endpoint, capacity: Int)] = [(primary, capacity(primary))]
-        if let prefill, prefill !== primary { pods.append((prefill, capacity(prefill))) }
+        // How many leading blocks Redis just said the pod holds (0 when the local index answered).
+        func known(_ e: Endpoint) -> Int {
+            guard ctx.prefixMatchesFromRedis, let i = ctx.endpoints.firstIndex(where: { $0 === e }) else { return 0 }
+            return ctx.prefixMatches[i]
+        }
+        var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = [(primary, capacity(primary), known(primary))]
+        if let prefill, prefill !== primary { pods.append((prefill, capacity(prefill), known(prefill))) }
         lane.record(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.prefixHashes, pods: pods)
     }
 
