@@ -94,7 +94,7 @@ public struct EPPCommand: ParsableCommand {
         let log = Logger(label: "epp")
 
         let datastore = Datastore()
-        let metrics = PickerMetrics()
+        let metrics = PickerMetrics(poolName: poolName ?? "")
         let health = HealthState()
         if let path = endpointsFile {
             do {
@@ -138,6 +138,7 @@ public struct EPPCommand: ParsableCommand {
         options.workers = workers
         options.extProcLimits.maxRequestBodyBytes = maxRequestBodyBytes
         options.maxReceiveMessageBytes = maxReceiveMessageBytes
+        options.metricsStalenessNanos = UInt64((ConfigReader.parseDuration(metricsStalenessThreshold) ?? 2) * 1e9)
 
         // Signals are taken synchronously by this (control) thread; loops never see them.
         signal(SIGPIPE, SIG_IGN)
@@ -152,7 +153,8 @@ public struct EPPCommand: ParsableCommand {
         let schedulerLog = Logger(label: "epp.scheduler")
         let server: PickerServer
         do {
-            server = try PickerServer(options: options, datastore: datastore, health: health, metrics: metrics) { loop in
+            server = try PickerServer(options: options, datastore: datastore, health: health, metrics: metrics,
+                                  config: configHolder) { loop in
                 let scheduler = FrameworkScheduler(datastore: datastore, config: configHolder, logger: schedulerLog, options: schedulerOptions)
                 scheduler.eventLoop = loop
                 redisIndex?.attach(loop)

@@ -18,6 +18,8 @@ public struct PickerServerOptions: Sendable {
     public var extProcLimits = ExtProcLimits()
     public var maxReceiveMessageBytes = 4 << 20
     public var http2 = HTTP2Settings()
+    /// Endpoints scraped longer ago than this are left out of the pool average gauges.
+    public var metricsStalenessNanos: UInt64 = 2_000_000_000
 
     public init() {}
 }
@@ -59,7 +61,7 @@ public final class PickerServer: @unchecked Sendable {
 
     /// Binds every socket (so port conflicts fail here, before anything runs).
     public init(options: PickerServerOptions, datastore: Datastore, health: HealthState = HealthState(),
-                metrics: PickerMetrics = PickerMetrics(),
+                metrics: PickerMetrics = PickerMetrics(), config: ConfigHolder? = nil,
                 makeScheduler: (EventLoop) -> RequestScheduler) throws {
         self.options = options
         self.datastore = datastore
@@ -70,6 +72,7 @@ public final class PickerServer: @unchecked Sendable {
         group = EventLoopGroup(count: max(1, options.workers))
         for loop in group.loops {
             let ctx = LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics))
+            (ctx.scheduler as? FrameworkScheduler)?.metricsSink = ctx.observer
             ctx.tls = tls
             contexts.append(ctx)
         }
@@ -77,7 +80,10 @@ public final class PickerServer: @unchecked Sendable {
         let extProcServer = { (ctx: LoopContext) -> GRPCServer in
             let limits = options.extProcLimits
             return GRPCServer(routes: [
-                GRPCPaths.extProcProcess: { call in ExtProcCall(call: call, scheduler: ctx.scheduler, limits: limits, observer: ctx.observer) },
+                GRPCPaths.extProcProcess: { call in
+                    ctx.observer.streamOpened()
+                    return ExtProcCall(call: call, scheduler: ctx.scheduler, limits: limits, observer: ctx.observer)
+                },
                 GRPCPaths.healthCheck: { _ in HealthCheckCall(health: health) },
                 GRPCPaths.healthWatch: { _ in HealthWatchCall(health: health, watchers: ctx.watchers) },
             ], maxReceiveMessageSize: max(options.maxReceiveMessageBytes, options.extProcLimits.bodyChunkBytes + 4096))
@@ -112,10 +118,7 @@ public final class PickerServer: @unchecked Sendable {
         health.addChangeListener {
             for c in ctxs { c.loop.execute { c.watchers.notifyAll() } }
         }
-        let ds = datastore, m = metrics
-        metrics.registry.addCollector {
-            m.readyPods.labels("").set(Double(ds.snapshot().endpoints.count))
-        }
+        metrics.collectPoolGauges(datastore: datastore, config: config, stalenessNanos: options.metricsStalenessNanos)
     }
 
     /// One listening socket per loop on the same port (SO_REUSEPORT: the kernel spreads connections).

@@ -319,3 +319,37 @@ def prometheus_values(metrics_port, name):
             labels = key[len(name):]
             out[labels] = out.get(labels, 0.0) + float(value)
     return out
+
+
+def start_envoy_edited(epp_port, edit):
+    """start_envoy with the shipped config passed through `edit(text) -> text` first (e.g. faster health checks)."""
+    listener_port, admin_port = free_port(), free_port()
+    with open(ENVOY_CONFIG) as f:
+        cfg = edit(f.read())
+    cfg = cfg.replace("port_value: 8081", f"port_value: {listener_port}")
+    cfg = cfg.replace("port_value: 19000", f"port_value: {admin_port}")
+    cfg = cfg.replace("port_value: 9002", f"port_value: {epp_port}")
+    path = tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".yaml", delete=False).name
+    with open(path, "w") as f:
+        f.write(cfg)
+    p = Process(["envoy", "-c", path, "--concurrency", "1", "-l", "warning", "--base-id", str(admin_port)], "envoy")
+    try:
+        wait_port(listener_port, timeout=60)
+        wait_port(admin_port, timeout=60)
+    except TimeoutError:
+        p.stop()
+        raise AssertionError("envoy did not start:\n" + p.output())
+    p.listener_port, p.admin_port = listener_port, admin_port
+    return p
+
+
+def envoy_host_health(admin_port, cluster, port):
+    """The health_flags of `cluster`'s host 127.0.0.1:port from Envoy's admin /clusters ("healthy", "/failed_active_hc", …)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=5) as r:
+        text = r.read().decode()
+    prefix = f"{cluster}::127.0.0.1:{port}::health_flags::"
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return None

@@ -101,6 +101,14 @@ public final class ExtProcStream: SchedulingWaiter {
 
     /// The endpoint chosen for this request, once decided.
     public var chosenDestination: String? { decision?.destination }
+    /// The observer's per-request state (e.g. the request's metric series), released with the stream.
+    public var observerTag: AnyObject?
+    /// The request id (`x-request-id` or generated), once request headers arrived.
+    public var currentRequestID: String { requestID }
+    /// When request headers arrived (observer clock; 0 without an observer).
+    public var requestStartedAt: UInt64 { headersReceivedAt }
+    /// Response body bytes seen so far (as the model server sent them).
+    public private(set) var responseBodyBytes = 0
 
     // MARK: input
 
@@ -141,6 +149,7 @@ public final class ExtProcStream: SchedulingWaiter {
         ended = true
         if let d = decision { scheduler.release(d); decision = nil }
         body = []
+        observer?.streamClosed(self)
     }
 
     // MARK: request path
@@ -371,6 +380,7 @@ public final class ExtProcStream: SchedulingWaiter {
     private func onResponseBody(_ request: ProcessingRequest, _ message: UnsafeRawBufferPointer) {
         if observability { return }
         guard responsePath == .streamingBody else { return spurious("response_body received while response path is \(responsePath)") }
+        responseBodyBytes &+= request.body.count
         if responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue {
             let chunk = UnsafeRawBufferPointer(rebasing: message[request.body])
             usageScanner?.feed(chunk)
@@ -525,8 +535,11 @@ public protocol ExtProcObserver: AnyObject {
     func streamFailed(_ stream: ExtProcStream, _ message: String)
     /// The response ended (body end of stream or trailers); `usage` when the model server reported it.
     func responseCompleted(_ stream: ExtProcStream, usage: Usage?)
+    /// The stream is gone (once per stream, whatever happened before).
+    func streamClosed(_ stream: ExtProcStream)
 }
 
 extension ExtProcObserver {
     public func responseCompleted(_ stream: ExtProcStream, usage: Usage?) {}
+    public func streamClosed(_ stream: ExtProcStream) {}
 }

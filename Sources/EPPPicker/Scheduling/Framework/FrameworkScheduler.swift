@@ -49,6 +49,12 @@ public final class FrameworkScheduler: RequestScheduler {
     private var poolView = PoolMetricsView()
     /// This scheduler's loop: enables per-loop resources (the Redis prefix index lane).
     public var eventLoop: EventLoop? { didSet { ctx.eventLoop = eventLoop } }
+    /// Receives every scheduling result for the reference metrics; owned by the same loop.
+    public var metricsSink: SchedulingMetricsSink?
+    /// Requests since the last timed one: plugin durations are measured on 1 in `pluginTimingEvery`.
+    private var untimedRequests = 0
+    private var timePlugins = false
+    public static let pluginTimingEvery = 16
 
     public init(datastore: Datastore, config: ConfigHolder, logger: Logger = Logger(label: "epp.scheduler"),
                 options: Options = Options()) {
@@ -72,37 +78,62 @@ public final class FrameworkScheduler: RequestScheduler {
         // 1–2. body and model
         var rewrittenBody: [UInt8]? = nil
         if !request.headerOnly {
-            if let error = understandBody(request, config, &rewrittenBody) { return .rejected(error) }
+            if let error = understandBody(request, config, &rewrittenBody) {
+                metricsSink?.scheduled(ctx, requestID: request.requestID, primary: nil, attempted: false, elapsedNanos: 0)
+                return .rejected(error)
+            }
         }
         // 3. priority
         if let objective = request.header(EPPHeaders.objective) { ctx.priority = config.objectives[objective] ?? 0 }
 
         // 4. candidates
-        if snapshot.isEmpty { return .rejected(request.headerOnly ? .noPodsInDatastore : .serviceUnavailable) }
+        if snapshot.isEmpty { return reportRejection(request, request.headerOnly ? .noPodsInDatastore : .serviceUnavailable) }
         buildCandidates(snapshot, request)
-        if ctx.endpoints.isEmpty { return .rejected(.serviceUnavailable) }
+        if ctx.endpoints.isEmpty { return reportRejection(request, .serviceUnavailable) }
 
         // 5. admission (legacy: sheddable requests when saturated)
         if ctx.priority < 0 && config.saturationDetector.saturation(ctx, ctx.allCandidates) >= 1 {
-            return .rejected(.shed)
+            return reportRejection(request, .shed)
         }
 
         // 6. producers and profiles
-        for p in config.producers { p.produce(ctx) }
         if ctx.pendingPrefixLookup != nil { return suspendForPrefixLookup(request, config, rewrittenBody, waiter) }
+        timePlugins = metricsSink != nil && untimedRequests == 0
+        untimedRequests = untimedRequests + 1 == FrameworkScheduler.pluginTimingEvery ? 0 : untimedRequests + 1
+        for p in config.producers { timed(p, "DataProducer") { p.produce(ctx) } }
         return finishSchedule(request, config, rewrittenBody)
     }
 
     /// Steps 6 (profiles) and 7 (decision), after the producers have filled `ctx`.
     func finishSchedule(_ request: SchedulingRequest, _ config: PickerConfig, _ rewrittenBody: [UInt8]?) -> SchedulingOutcome {
         let result: ProfileHandlerResult
-        switch config.profileHandler.run(ctx, config) {
+        switch timed(config.profileHandler, "ProfileHandler", { config.profileHandler.run(ctx, config) }) {
         case .success(let r): result = r
-        case .failure(let f): return .rejected(.schedulerFailed(f.message))
+        case .failure(let f): return reportRejection(request, .schedulerFailed(f.message))
         }
 
         // 7. decision
-        return .decided(makeDecision(request, config, result, rewrittenBody))
+        let d = makeDecision(request, config, result, rewrittenBody)
+        metricsSink?.scheduled(ctx, requestID: request.requestID, primary: result.primary.targets[0], attempted: true,
+                               elapsedNanos: options.clock() &- ctx.now)
+        return .decided(d)
+    }
+
+    /// A scheduling attempt that ended in a rejection (reported before the stream sees it).
+    private func reportRejection(_ request: SchedulingRequest, _ error: RequestError) -> SchedulingOutcome {
+        metricsSink?.scheduled(ctx, requestID: request.requestID, primary: nil, attempted: true,
+                               elapsedNanos: options.clock() &- ctx.now)
+        return .rejected(error)
+    }
+
+    /// Runs `f`; on sampled requests also reports its duration as the plugin's.
+    @inline(__always)
+    private func timed<R>(_ plugin: any SchedulingPlugin, _ extensionPoint: StaticString, _ f: () -> R) -> R {
+        guard timePlugins, let sink = metricsSink else { return f() }
+        let t0 = options.clock()
+        let r = f()
+        sink.pluginRan(plugin, extensionPoint: extensionPoint, nanos: options.clock() &- t0)
+        return r
     }
 
     // MARK: steps
@@ -126,7 +157,11 @@ public final class FrameworkScheduler: RequestScheduler {
         ctx.parsed = parsed
         ctx.incomingModel = parsed.model
         var target = request.header(EPPHeaders.modelNameRewrite).flatMap { $0.isEmpty ? nil : $0 } ?? parsed.model
-        if let rule = config.modelRewrites[target] { target = chooseRewrite(rule) }
+        if let rule = config.modelRewrites[target] {
+            let rewritten = chooseRewrite(rule)
+            metricsSink?.modelRewritten(rule: target, model: parsed.model, target: rewritten)
+            target = rewritten
+        }
         ctx.targetModel = target
         if parsed.needsModelRewrite(to: target) { rewritten = parsed.bodyWithModel(target, body: request.body) }
         switch kind {
@@ -270,7 +305,7 @@ public final class FrameworkScheduler: RequestScheduler {
 
         // after-pick hooks, synchronously on this loop (the next request already sees the new prefix)
         for p in config.producers { p.afterPick(ctx, primary: primary, prefill: prefill) }
-        for p in config.preRequestPlugins { p.preRequest(ctx, primary: primary, prefill: prefill) }
+        for p in config.preRequestPlugins { timed(p, "PreRequest") { p.preRequest(ctx, primary: primary, prefill: prefill) } }
 
         d.attributeReporters = config.attributeReporters
         if config.setsSessionToken {
@@ -293,4 +328,17 @@ public final class FrameworkScheduler: RequestScheduler {
             if let approx = p as? ApproxPrefixCacheProducer { approx.prune(keeping: keep, ctx) }
         }
     }
+}
+
+/// Scheduling results for metrics, called synchronously on the scheduler's loop before the outcome reaches
+/// the ext_proc stream (so the stream's observer can pair them by request id). Owned by that loop.
+public protocol SchedulingMetricsSink: AnyObject {
+    /// One request's scheduling ended. `ctx` still holds its fields (models, priority, body size, prefix
+    /// matches); `primary` is the chosen candidate's index in `ctx.endpoints` (nil: rejected); `attempted`
+    /// is false when the body was refused before any scheduling.
+    func scheduled(_ ctx: SchedulingContext, requestID: String, primary: Int?, attempted: Bool, elapsedNanos: UInt64)
+    /// A `modelRewrites` rule (keyed by `rule`) mapped `model` to `target`.
+    func modelRewritten(rule: String, model: String, target: String)
+    /// A plugin call took `nanos` (sampled requests only).
+    func pluginRan(_ plugin: any SchedulingPlugin, extensionPoint: StaticString, nanos: UInt64)
 }
