@@ -9,6 +9,8 @@ It speaks the parts of the real list/watch wire format that `epp` uses:
            objects that start/stop matching a label selector arrive as ADDED/DELETED, as the real server does.
   A resourceVersion older than the compaction point gets an ERROR event with a 410 "Expired" Status (what the
   real server sends on a started watch) or, with expire_with_http_status, an HTTP 410 Status response.
+  Paging: `page_size` makes pages smaller than `limit` (allowed: clients must follow `continue`), and
+  `expire_continue_tokens` answers continued requests with 410 Expired.
   Bearer-token auth (401 Status otherwise) and HTTPS with a self-signed certificate made by `openssl`.
 
 Tests drive it from Python: add/update/delete pods and pools, compact, expire or close open watches, and read
@@ -61,7 +63,8 @@ class FakeKubeAPIServer:
         self.log = []              # (rv, resource, namespace, type, old, new) – the watch history
         self.compacted_rv = 0      # watches from a version below this are expired
         self.expire_with_http_status = False
-        self.expire_continue_tokens = False
+        self.expire_continue_tokens = 0   # the next N continued list requests get 410 Expired
+        self.page_size = 0                # > 0: pages hold at most this many items (the API may return fewer than limit)
         self.watch_generation = 0  # bumped to end open watches (close_watches / expire_watches)
         self.expire_generation = 0
         self.requests = []
@@ -252,13 +255,16 @@ class FakeKubeAPIServer:
     def _list(self, h, resource, ns, labels, fields, q):
         with self.lock:
             cont = q.get("continue", "")
-            if cont and self.expire_continue_tokens:
+            if cont and self.expire_continue_tokens > 0:
+                self.expire_continue_tokens -= 1
                 self._send_json(h, 410, status_object(410, "Expired", "The provided continue parameter is too old"))
                 return
             items = sorted((o for (r, n, _), o in self.objects.items() if r == resource and n == ns and self._matches(o, labels, fields)),
                            key=lambda o: o["metadata"]["name"])
             offset, rv = (int(cont.split(":")[0]), cont.split(":")[1]) if cont else (0, str(self.rv))
             limit = int(q.get("limit") or 0) or len(items) or 1
+            if self.page_size:
+                limit = min(limit, self.page_size)
             page = items[offset:offset + limit]
             more = offset + limit < len(items)
             kind = "PodList" if resource == "pods" else "InferencePoolList"

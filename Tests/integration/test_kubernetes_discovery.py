@@ -250,6 +250,31 @@ def test_watch_timeout_resumes_from_bookmark_without_relist(api):
         assert p.stop() == 0, p.output()
 
 
+def test_paged_list_and_expired_continue_token(api):
+    api.page_size = 2
+    for i in range(5):
+        api.put_pod(f"pod-{i}", ip=f"127.0.0.{i + 2}", labels=GPU)
+    api.expire_continue_tokens = 1   # the first continued page is gone: the list restarts from the top
+    p = start_selector_epp(api)
+    try:
+        wait_known(p, ALL, set(ALL))
+        lists = [q for path, q in api.requests if path.endswith("/pods") and "watch" not in q]
+        assert [bool(q.get("continue")) for q in lists] == [False, True, False, True, True]
+        assert all(q["limit"] == "500" for q in lists)
+        # a server that keeps expiring us gets backoff, not a hot list loop
+        api.expire_continue_tokens = 10_000
+        before = api.count_requests("pods", watch=False)
+        api.expire_watches()
+        time.sleep(2.5)
+        assert api.count_requests("pods", watch=False) - before < 20
+        assert known(p, ALL) == set(ALL)   # the last good set stays while relisting fails
+        api.expire_continue_tokens = 0
+        api.put_pod("pod-0", ip="127.0.0.2", labels=GPU, ready=False, record=False)
+        wait_known(p, ALL, set(ALL[1:]), timeout=20)
+    finally:
+        assert p.stop() == 0, p.output()
+
+
 def test_api_errors_retry_until_authorised(api):
     api.token = "not-yet"
     api.put_pod("a", ip="127.0.0.2", labels=GPU)

@@ -71,6 +71,7 @@ final class KubernetesReflector<Object> {
     private var stopped = true
     private var changePending = false
     private var failing = false          // logs a failure once, then the recovery
+    private var lastExpiryAt: UInt64 = 0 // monotonic ns of the last 410
     // Paged list in progress.
     private var listItems: [String: Object] = [:]
     private var listBody: [UInt8] = []
@@ -159,7 +160,7 @@ final class KubernetesReflector<Object> {
                 // The continue token outlived the server's snapshot: list again from the start.
                 metrics.lists?.labels(target.resource, "expired").increment()
                 logger.info("list continuation expired; relisting", metadata: ["resource": "\(target.resource)"])
-                list(continueToken: "")
+                relistAfterExpiry()
                 return
             }
             metrics.lists?.labels(target.resource, "error").increment()
@@ -284,7 +285,7 @@ final class KubernetesReflector<Object> {
             if e.expired {
                 metrics.restarts?.labels(target.resource, "expired").increment()
                 logger.info("watch expired (410); relisting", metadata: ["resource": "\(target.resource)", "status": "\(e.reason)"])
-                list(continueToken: "")
+                relistAfterExpiry()
             } else {
                 metrics.restarts?.labels(target.resource, "error").increment()
                 retryLater("watch: \(e.reason)", relist: true)
@@ -294,7 +295,7 @@ final class KubernetesReflector<Object> {
         if result.status == 410 {
             metrics.restarts?.labels(target.resource, "expired").increment()
             logger.info("watch resourceVersion expired (HTTP 410); relisting", metadata: ["resource": "\(target.resource)"])
-            list(continueToken: "")
+            relistAfterExpiry()
             return
         }
         if result.status != 200 && result.status != 0 {
@@ -321,6 +322,19 @@ final class KubernetesReflector<Object> {
     }
 
     // MARK: retry
+
+    /// A 410 means our version is too old: relist now. Another 410 within 2 s means the server keeps expiring
+    /// us; back off instead of spinning list ⇄ 410.
+    private func relistAfterExpiry() {
+        let now = EventLoop.now()
+        let recent = lastExpiryAt != 0 && now &- lastExpiryAt < 2_000_000_000
+        lastExpiryAt = now
+        if recent {
+            retryLater("resource version expired again within 2 s", relist: true)
+        } else {
+            list(continueToken: "")
+        }
+    }
 
     private func retryLater(_ reason: String, relist: Bool) {
         guard !stopped else { return }
