@@ -97,10 +97,10 @@ public final class FrameworkScheduler: RequestScheduler {
         }
 
         // 6. producers and profiles
-        if ctx.pendingPrefixLookup != nil { return suspendForPrefixLookup(request, config, rewrittenBody, waiter) }
         timePlugins = metricsSink != nil && untimedRequests == 0
         untimedRequests = untimedRequests + 1 == FrameworkScheduler.pluginTimingEvery ? 0 : untimedRequests + 1
         for p in config.producers { timed(p, "DataProducer") { p.produce(ctx) } }
+        if ctx.pendingPrefixLookup != nil { return suspendForPrefixLookup(request, config, rewrittenBody, waiter) }
         return finishSchedule(request, config, rewrittenBody)
     }
 
