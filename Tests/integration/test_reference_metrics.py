@@ -301,3 +301,58 @@ def test_reference_metric_families_after_scripted_requests():
         a.stop()
         b.stop()
         assert rc == 0, p.output()
+
+
+REDIS_CONFIG = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: approx-prefix-cache-producer
+  parameters: {indexBackend: redis, lookupBudget: 500ms}
+- type: prefix-cache-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: prefix-cache-scorer, weight: 1}
+  - {pluginRef: max-score-picker}
+"""
+
+
+def test_redis_latency_families_with_shared_prefix_index():
+    from harness import start_redis
+    a, b = RecordingBackend(), RecordingBackend()   # two candidates: one alone needs no lookup
+    redis = start_redis()
+    p = start_epp([a.port, b.port], extra_args=[f"--config-text={REDIS_CONFIG}", f"--redis-url=redis://127.0.0.1:{redis.port}"])
+    try:
+        wait_for(lambda: value(parse(scrape(p.metrics_port))[0], "epp_prefix_index_redis_client_connected") == 1,
+                 what="Redis connected")
+        with grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") as ch:
+            for _ in range(3):
+                s, first, _ = request(ch, "m", prompt=PROMPT)
+                routed_to(first)
+                s.recv()
+                s.close()
+        text = scrape(p.metrics_port)
+        samples, _, _ = parse(text)
+        v = lambda metric, **l: value(samples, metric, **l)   # noqa: E731
+        # one lookup round trip per request, each timed; commands = lookups + records (+ script loads)
+        assert v("epp_prefix_index_redis_round_trips_total", op="lookup") == 3
+        assert v("epp_prefix_index_redis_lookup_duration_seconds_count") == 3
+        assert 0 < v("epp_prefix_index_redis_lookup_duration_seconds_sum") < 1.5
+        commands = v("epp_prefix_index_redis_client_command_duration_seconds_count")
+        assert commands == v("epp_prefix_index_redis_client_commands_total", result="ok")   # every command timed
+        assert commands >= 3 + v("epp_prefix_index_redis_round_trips_total", op="record") >= 4
+        assert v("epp_prefix_index_redis_client_command_duration_seconds_sum") > 0
+        # the 2nd and 3rd requests found the 1st one's blocks in Redis
+        assert v("epp_prefix_index_redis_hit_ratio_count") == 3
+        assert v("epp_prefix_index_redis_hit_ratio_sum") == 2.0
+        assert sum(series(samples, "epp_prefix_index_redis_fallbacks_total").values()) == 0
+        r = subprocess.run([shutil.which("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        rc = p.stop()
+        redis.stop()
+        a.stop()
+        b.stop()
+        assert rc == 0, p.output()
