@@ -41,6 +41,16 @@ def make_self_signed_cert(directory):
     return cert, key
 
 
+def make_client_cert(directory, ca_cert, ca_key, cn="epp"):
+    """A client certificate signed by (ca_cert, ca_key); returns (cert_path, key_path)."""
+    cert, key, csr = (os.path.join(directory, f"{cn}.{ext}") for ext in ("crt", "key", "csr"))
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", key, "-out", csr],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "1", "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def status_object(code, reason, message):
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
@@ -55,7 +65,7 @@ def parse_selector(text):
 
 
 class FakeKubeAPIServer:
-    def __init__(self, token=None, https=False, cert_dir=None):
+    def __init__(self, token=None, https=False, cert_dir=None, client_ca=None):
         self.token = token
         self.lock = threading.Condition()
         self.rv = 100
@@ -92,8 +102,11 @@ class FakeKubeAPIServer:
             cert, key = make_self_signed_cert(cert_dir)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(cert, key)
+            if client_ca:   # mTLS: the handshake fails without a client certificate issued by client_ca
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(client_ca)
             self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-            self.ca_file = cert
+            self.ca_file, self.ca_key = cert, key
         self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

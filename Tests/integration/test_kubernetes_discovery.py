@@ -14,7 +14,9 @@ import urllib.request
 import grpc
 import pytest
 
-from fake_kube_apiserver import FakeKubeAPIServer
+import base64
+
+from fake_kube_apiserver import FakeKubeAPIServer, make_client_cert, make_self_signed_cert
 from harness import EPP_BIN, proto_modules, start_epp
 
 ep, _ = proto_modules()
@@ -363,6 +365,34 @@ def test_https_without_trusted_ca_never_connects(https_api):
         assert api.count_requests("pods", watch=False) == 0   # no request got through the handshake
     finally:
         assert p.stop() == 0, p.output()
+
+
+def test_client_certificate_auth_with_inline_pem_data():
+    """kubeconfig with certificate-authority-data, client-certificate-data and client-key-data (no token)."""
+    d = tempfile.mkdtemp(prefix="kube-mtls-")
+    client_ca, client_ca_key = make_self_signed_cert(d)
+    cert, key = make_client_cert(d, client_ca, client_ca_key)
+    api = FakeKubeAPIServer(https=True, client_ca=client_ca)
+    try:
+        api.put_pod("a", ip="127.0.0.2", labels=GPU)
+        b64 = lambda path: base64.b64encode(open(path, "rb").read()).decode()
+        kc = write_kubeconfig(api.url, token=None, ca_data=b64(api.ca_file),
+                              extra_user=f'client-certificate-data: "{b64(cert)}", client-key-data: "{b64(key)}"')
+        p = start_epp(None, extra_args=["--endpoint-selector=app=vllm", "--endpoint-target-ports=8000", f"--kubeconfig={kc}"])
+        try:
+            wait_known(p, ["127.0.0.2:8000"], {"127.0.0.2:8000"})
+        finally:
+            assert p.stop() == 0, p.output()
+        # without the client certificate the handshake fails: nothing is discovered
+        kc = write_kubeconfig(api.url, token=None, ca_data=b64(api.ca_file))
+        p = start_epp(None, extra_args=["--endpoint-selector=app=vllm", "--endpoint-target-ports=8000", f"--kubeconfig={kc}"])
+        try:
+            wait_for(lambda: "Kubernetes API request failed" in p.output(), what="TLS failure logged")
+            assert known(p, ["127.0.0.2:8000"]) == set()
+        finally:
+            assert p.stop() == 0, p.output()
+    finally:
+        api.stop()
 
 
 def run_epp_expecting_error(args, env=None):
