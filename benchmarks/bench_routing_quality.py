@@ -7,7 +7,8 @@ seeded workloads (epp-load shared-prefix and multi-turn, streaming) through:
   prefix-heavy config (deploy/examples/prefix-heavy.yaml), (d) sglang-router cache_aware, (e) vllm-router
   cache_aware (both from PyPI in a venv made by this script).
 The fleet is restarted before every run (cold caches). Reports prefix hit rate, TTFT p50/p99, req/s.
-Usage: benchmarks/bench_routing_quality.py [--quick] [--no-peers]
+Usage: benchmarks/bench_routing_quality.py [--quick] [--no-peers] [--workloads shared-prefix,multi-turn]
+       [--setups a,b,c,d,e] [--system-prompt-tokens N] [--kv-blocks shared-prefix=N,multi-turn=M]
 """
 import argparse
 import json
@@ -77,7 +78,8 @@ def _free(port):
 
 def run_load(load_bin, target, workload, args, out_json):
     cmd = [load_bin, "--target", target, "--workload", workload, "--stream", "--quiet", "--seed", "7",
-           "--groups", str(args["groups"]), "--prompts-per-group", str(args["prompts"]), "--system-prompt-tokens", "1000",
+           "--groups", str(args["groups"]), "--prompts-per-group", str(args["prompts"]),
+           "--system-prompt-tokens", str(args["system"]),
            "--question-tokens", "64", "--output-tokens", "16", "--concurrency", str(args["concurrency"]), "--json", out_json]
     if workload == "multi-turn":
         cmd += ["--api", "chat"]
@@ -90,21 +92,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-peers", action="store_true", help="skip sglang-router / vllm-router")
+    ap.add_argument("--workloads", default="shared-prefix,multi-turn")
+    ap.add_argument("--setups", default="a,b,c,d,e", help="letters of the setups to run (a must be in for the ratios)")
+    ap.add_argument("--system-prompt-tokens", type=int, default=1000)
+    ap.add_argument("--kv-blocks", default="", help="per workload, e.g. shared-prefix=320,multi-turn=400")
     opts = ap.parse_args()
+    workloads = [w for w in opts.workloads.split(",") if w]
+    wanted = set(opts.setups.split(","))
     harness.EPP_BIN = build_release("epp")
     sim_bin, load_bin = build_release("epp-sim"), build_release("epp-load")
     size = {"groups": 8, "prompts": 6, "concurrency": 8} if opts.quick else {"groups": 8, "prompts": 25, "concurrency": 8}
+    size["system"] = opts.system_prompt_tokens
     # Each simulator's cache holds about two groups: a shared-prefix group is ~160 blocks (1000-token system
     # prompt + its questions), a multi-turn conversation grows to ~190 blocks over its turns.
     servers, time_scale = 4, (0.1 if opts.quick else 0.25)
     kv_blocks_for = {"shared-prefix": 320, "multi-turn": 400}
+    for item in filter(None, opts.kv_blocks.split(",")):
+        k, v = item.split("=")
+        kv_blocks_for[k] = int(v)
+    if not wanted & {"d", "e"}:
+        opts.no_peers = True
     peers_bin = None if opts.no_peers else ensure_peer_venv()
 
     setups = ["(a) Envoy round robin", "(b) Envoy + epp default", "(c) Envoy + epp prefix-heavy"]
     if peers_bin:
         setups += ["(d) sglang-router cache_aware", "(e) vllm-router cache_aware"]
+    setups = [s for s in setups if s[1] in wanted]
     results = {}
-    for workload in ["shared-prefix", "multi-turn"]:
+    for workload in workloads:
         for setup in setups:
             kv_blocks = kv_blocks_for[workload]
             fleet = Fleet(sim_bin, servers, kv_blocks, time_scale)
@@ -145,24 +160,30 @@ def main():
                 fleet.stop()
 
     lines = []
-    for workload in ["shared-prefix", "multi-turn"]:
-        lines += [f"**{workload}** ({size['groups']} groups × {size['prompts']}, c={size['concurrency']}, {servers} sims × {kv_blocks_for[workload]} blocks, stream)", "",
+    for workload in workloads:
+        lines += [f"**{workload}** ({size['groups']} groups × {size['prompts']}, c={size['concurrency']}, {servers} sims × {kv_blocks_for[workload]} blocks, "
+                  f"{size['system']}-token system prompts, stream)", "",
                   "| setup | prefix hit rate | TTFT p50 ms | TTFT p99 ms | req/s | errors | purity |", "|---|---|---|---|---|---|---|"]
         for setup in setups:
             r = results[(workload, setup)]
             lines.append(f"| {setup} | {r.get('prefix_hit_rate') or 0:.3f} | {r['ttft_ms']['p50']:.1f} | {r['ttft_ms']['p99']:.1f} | "
                          f"{r['requests_per_second']:.1f} | {r['errors']} | {r.get('group_purity') or 0:.2f} |")
-        rr, ours = results[(workload, setups[0])], results[(workload, setups[1])]
         lines.append("")
-        lines.append(f"TTFT p50 round robin ÷ epp default = {rr['ttft_ms']['p50'] / max(ours['ttft_ms']['p50'], 1e-9):.2f}×")
-        if peers_bin:
-            sg = results[(workload, setups[3])]
-            lines.append(f"hit rate epp default − sglang-router = {(ours.get('prefix_hit_rate') or 0) - (sg.get('prefix_hit_rate') or 0):+.3f}; "
-                         f"TTFT p50 epp ÷ sglang-router = {ours['ttft_ms']['p50'] / max(sg['ttft_ms']['p50'], 1e-9):.2f}")
+        by = {s[1]: results[(workload, s)] for s in setups}
+        for mine, label in (("b", "epp default"), ("c", "epp prefix-heavy")):
+            if mine not in by:
+                continue
+            ours = by[mine]
+            if "a" in by:
+                lines.append(f"TTFT p50 round robin ÷ {label} = {by['a']['ttft_ms']['p50'] / max(ours['ttft_ms']['p50'], 1e-9):.2f}×")
+            if "d" in by:
+                sg = by["d"]
+                lines.append(f"hit rate {label} − sglang-router = {(ours.get('prefix_hit_rate') or 0) - (sg.get('prefix_hit_rate') or 0):+.3f}; "
+                             f"TTFT p50 {label} ÷ sglang-router = {ours['ttft_ms']['p50'] / max(sg['ttft_ms']['p50'], 1e-9):.2f}")
         lines.append("")
     print("\n".join(lines))
     if not opts.quick:
-        append_results("routing-quality", lines, "python3 benchmarks/bench_routing_quality.py")
+        append_results("routing-quality", lines, "python3 " + " ".join(["benchmarks/bench_routing_quality.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,14 @@ RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 
 
 def build_release(product="epp"):
-    subprocess.run(["swift", "build", "-c", "release", "--product", product], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    # EPP_BENCH_BIN_<PRODUCT> (e.g. EPP_BENCH_BIN_EPP) points at a binary built elsewhere;
+    # EPP_BENCH_PREBUILT=1 uses the release binaries already built (e.g. while the tree is being edited)
+    override = os.environ.get("EPP_BENCH_BIN_" + product.upper().replace("-", "_"))
+    if override:
+        return override
+    if os.environ.get("EPP_BENCH_PREBUILT") != "1":
+        subprocess.run(["swift", "build", "-c", "release", "--product", product], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
     path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     return os.path.join(path, product)

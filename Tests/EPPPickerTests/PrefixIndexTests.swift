@@ -85,20 +85,35 @@ import Testing
         #expect(m == [2])
     }
 
-    @Test func lruEvictsOldestPerEndpoint() {
+    @Test func lruEvictsOldestPerEndpointTailsFirst() {
         let idx = LocalPrefixIndex()
         let e = endpoints(2)
-        idx.record([1, 2, 3], endpoint: e[0], capacity: 3)
-        idx.record([1], endpoint: e[0], capacity: 3)        // 1 becomes most recent
-        idx.record([4], endpoint: e[0], capacity: 3)        // evicts 2 (least recent)
+        idx.record([1, 2, 3], endpoint: e[0], capacity: 3)  // recency (newest first): 1, 2, 3 — the head is newest
+        idx.record([1], endpoint: e[0], capacity: 3)
+        idx.record([4], endpoint: e[0], capacity: 3)        // evicts 3, the chain's tail
         #expect(idx.hashCount(for: e[0]) == 3)
         var m: [Int] = []
         idx.lookup([1, 2, 3], candidates: e, into: &m)
-        #expect(m == [1, 0])                                // 2 gone for everybody ⇒ stops after 1
+        #expect(m == [2, 0])                                // e0 keeps the usable prefix 1, 2
         idx.record([1, 2, 3], endpoint: e[1], capacity: 3)
         idx.lookup([1, 2, 3], candidates: e, into: &m)
-        #expect(m == [2, 3])                                // e0 holds 1 and 3 (not 2): counts 1 and 3
+        #expect(m == [2, 3])
         #expect(idx.entryCount == 6)
+    }
+
+    /// Two long conversations on one endpoint whose LRU holds less than both: the older conversation loses
+    /// its last blocks, never its first ones, so its next turn still matches a prefix there.
+    @Test func evictionUnderPressureKeepsConversationHeads() {
+        let idx = LocalPrefixIndex()
+        let e = endpoints(1)
+        let convA = Array(UInt64(1)...UInt64(60)), convB = Array(UInt64(1001)...UInt64(1060))
+        idx.record(convA, endpoint: e[0], capacity: 100)
+        idx.record(convB, endpoint: e[0], capacity: 100)     // 120 > 100: 20 of A's blocks go
+        var m: [Int] = []
+        idx.lookup(convA + [61], candidates: e, into: &m)
+        #expect(m == [40])                                   // A's first 40 blocks still match
+        idx.lookup(convB, candidates: e, into: &m)
+        #expect(m == [60])
     }
 
     @Test func pruneDropsEndpointsNoLongerPresent() {

@@ -10,8 +10,9 @@ public protocol PrefixIndex: AnyObject, Sendable {
     /// kv-index.md §1.4: walks `hashes` in order, stops at the first hash no endpoint holds, and counts per
     /// endpoint how many hashes it holds. `matches` is replaced by one count per candidate (same order).
     func lookup(_ hashes: [UInt64], candidates: [Endpoint], into matches: inout [Int])
-    /// kv-index.md §1.3: records all `hashes` for `endpoint` (most recent last), evicting that endpoint's
-    /// least recently used hashes beyond `capacity`.
+    /// kv-index.md §1.3: records all `hashes` for `endpoint`, evicting that endpoint's least recently used
+    /// hashes beyond `capacity`. Implementations should make a chain's head the most recent entry (evict
+    /// tails first) so partial eviction leaves a usable prefix.
     func record(_ hashes: [UInt64], endpoint: Endpoint, capacity: Int)
     /// Drops every endpoint whose namespaced name is not in `keep`.
     func prune(keeping keep: Set<String>)
@@ -266,7 +267,11 @@ public final class LocalPrefixIndex: PrefixIndex {
         let id = srv.id
         srv.lru.withLock { lru in
             var evicted: [UInt64] = []
-            for h in hashes {
+            // Last block first, so a chain's head ends up most recent and eviction takes tails before heads
+            // (as vLLM frees a finished request's blocks tail first). The reference touches head first: under
+            // memory pressure it evicts the first blocks of long conversations, which breaks the whole chain
+            // (lookups stop at the first missing block) and sends the next turn elsewhere.
+            for h in hashes.reversed() {
                 let inserted = lru.touch(h, capacity: capacity, evicted: &evicted)
                 for old in evicted {
                     shard(old).map.withLock { m in
