@@ -415,6 +415,12 @@ final class LoopObserver: ExtProcObserver, SchedulingMetricsSink {
 
     func streamFailed(_ stream: ExtProcStream, _ message: String) { failed.increment() }
 
+    func responseStarted(_ stream: ExtProcStream, status: Int) {
+        // 5xx from the model server: the reference's ModelServerError (4xx are the client's)
+        guard status >= 500, let s = stream.observerTag as? ObjectiveSeries else { return }
+        s.error("ModelServerError").increment()
+    }
+
     func responseCompleted(_ stream: ExtProcStream, usage: Usage?) {
         guard let s = stream.observerTag as? ObjectiveSeries else { return }
         let start = stream.requestStartedAt

@@ -356,3 +356,35 @@ def test_redis_latency_families_with_shared_prefix_index():
         a.stop()
         b.stop()
         assert rc == 0, p.output()
+
+
+def test_model_server_5xx_counts_as_model_server_error():
+    a = RecordingBackend()
+    p = start_epp([a.port])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") as ch:
+            for status in ("503", "400"):
+                s, first, _ = request(ch, "m")
+                routed_to(first)
+                s.recv()
+                rh = ep.ProcessingRequest()
+                h = rh.response_headers.headers.headers.add()
+                h.key, h.raw_value = ":status", status.encode()
+                s.send(rh)
+                assert s.recv().WhichOneof("response") == "response_headers"
+                rb = ep.ProcessingRequest()
+                rb.response_body.body = b'{"error":"x"}'
+                rb.response_body.end_of_stream = True
+                s.send(rb)
+                s.recv()
+                s.close()
+        samples, _, _ = parse(scrape(p.metrics_port))
+        m = dict(model_name="m", target_model_name="m")
+        assert value(samples, "inference_objective_request_error_total", error_code="ModelServerError", **m) == 1   # 503 only
+        assert sum(series(samples, "inference_objective_request_error_total").values()) == 1
+        assert value(samples, "inference_objective_request_total", priority="0", **m) == 2
+        assert value(samples, "inference_objective_request_duration_seconds_count", **m) == 2
+    finally:
+        rc = p.stop()
+        a.stop()
+        assert rc == 0, p.output()

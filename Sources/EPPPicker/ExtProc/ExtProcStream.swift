@@ -358,6 +358,7 @@ public final class ExtProcStream: SchedulingWaiter {
         guard requestPath == .forwarded, responsePath == .awaitingHeaders else {
             return spurious("response_headers received while request path is \(requestPath), response path \(responsePath)")
         }
+        if let observer { observer.responseStarted(self, status: request.header(":status").flatMap { Int($0) } ?? 0) }
         let contentType = request.header("content-type")
         let fds = responseBodyMode == BodySendMode.fullDuplexStreamed.rawValue
         if fds { usageScanner = UsageScanner(contentType: contentType) }
@@ -537,9 +538,12 @@ public protocol ExtProcObserver: AnyObject {
     func responseCompleted(_ stream: ExtProcStream, usage: Usage?)
     /// The stream is gone (once per stream, whatever happened before).
     func streamClosed(_ stream: ExtProcStream)
+    /// Response headers arrived from the model server (`status`: its `:status`, 0 when absent).
+    func responseStarted(_ stream: ExtProcStream, status: Int)
 }
 
 extension ExtProcObserver {
     public func responseCompleted(_ stream: ExtProcStream, usage: Usage?) {}
     public func streamClosed(_ stream: ExtProcStream) {}
+    public func responseStarted(_ stream: ExtProcStream, status: Int) {}
 }
