@@ -50,7 +50,7 @@ public final class KubernetesDiscovery: @unchecked Sendable {
     private var podReflector: KubernetesReflector<KubernetesPod>?
     private var podSelector: KubernetesLabelSelector?
     private var targetPorts: [Int] = []
-    private var poolProblem: String?   // last logged pool problem, to log each one once
+    private var loggedPoolProblem: String?   // last logged pool problem, so each is logged once
 
     enum PoolState {
         case valid(InferencePoolSpec)
@@ -151,12 +151,12 @@ public final class KubernetesDiscovery: @unchecked Sendable {
         guard let pr = poolReflector, pr.synced else { return }
         switch pr.store[name] {
         case nil:
-            poolProblem(name: name, "InferencePool \(namespace)/\(name) not found; no endpoints until it exists")
+            poolUnusable("InferencePool \(namespace)/\(name) not found; no endpoints until it exists")
         case .invalid(let why)?:
-            poolProblem(name: name, "InferencePool \(namespace)/\(name) is invalid (\(why)); no endpoints until it is fixed")
+            poolUnusable("InferencePool \(namespace)/\(name) is invalid (\(why)); no endpoints until it is fixed")
         case .valid(let spec)?:
-            if poolProblem != nil { logger.info("InferencePool usable again", metadata: ["pool": "\(namespace)/\(name)"]) }
-            poolProblem = nil
+            if loggedPoolProblem != nil { logger.info("InferencePool usable again", metadata: ["pool": "\(namespace)/\(name)"]) }
+            loggedPoolProblem = nil
             let sel = KubernetesLabelSelector(matchLabels: spec.selector)
             let portsChanged = spec.targetPorts != targetPorts
             targetPorts = spec.targetPorts
@@ -173,10 +173,10 @@ public final class KubernetesDiscovery: @unchecked Sendable {
     }
 
     /// A missing or invalid pool routes nowhere: stop watching pods and empty the set.
-    private func poolProblem(name: String, _ message: String) {
-        if poolProblem != message {
+    private func poolUnusable(_ message: String) {
+        if loggedPoolProblem != message {
             logger.error("\(message)")
-            poolProblem = message
+            loggedPoolProblem = message
         }
         stopPods()
         targetPorts = []
