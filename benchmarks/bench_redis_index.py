@@ -227,6 +227,9 @@ def main():
         lines += ["", "| index | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
                   "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|"]
         lines += decisions(redis.port, args.quick)
+        lines += ["", f"Load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on a "
+                  "machine shared with other builds: usec_per_call is wall time inside Redis (includes preemption), "
+                  "server CPU is `INFO cpu` time per lookup (includes reading and answering the request)."]
     finally:
         redis.stop()
     print("\n".join(lines))

@@ -183,6 +183,31 @@ struct RedisPrefixIndexTests {
         await shutdown()
     }
 
+    @Test func stopsSendingLookupsWhileTooManyRepliesAreOverdue() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1)
+        let h = Self.chain(10, 4)
+        await record(lane, h, [(a, 100)])
+        await onLoop { lane.client.send(["DEBUG", "SLEEP", "0.15"]) { _ in } }
+        let overdue = RedisPrefixIndex.Lane.maxExpiredInFlight
+        let answered: [Result<[Int], RedisPrefixIndex.Fallback>?] = await withTaskGroup(of: Result<[Int], RedisPrefixIndex.Fallback>?.self) { g in
+            for _ in 0..<overdue { g.addTask { await self.lookup(lane, h, [a], budget: 1_000_000) } }
+            var all: [Result<[Int], RedisPrefixIndex.Fallback>?] = []
+            for await r in g { all.append(r) }
+            return all
+        }
+        #expect(answered.allSatisfy { $0 == .failure(.budget) })
+        // Redis is still asleep with `overdue` lookups queued: the next one is not sent at all.
+        #expect(await onLoop { lane.canLookup } == false)
+        #expect(await lookup(lane, h, [a]) == nil)
+        // Once the late replies are in, lookups go to Redis again.
+        try await Task.sleep(nanoseconds: 250_000_000)
+        #expect(await onLoop { lane.canLookup })
+        #expect(try await lookup(lane, h, [a])?.get() == [4])
+        #expect(index.metrics.lateReplies.current == UInt64(overdue))
+        await shutdown()
+    }
+
     @Test func lookupFallsBackWhenTheBudgetPassesOrRedisIsGone() async throws {
         let lane = try await readyLane()
         let a = Self.pod("a", 1)

@@ -122,6 +122,10 @@ public final class RedisPrefixIndex: Sendable {
         private var pendingHead = 0
         private var timer: TimerID?
         private var timerDeadline: UInt64 = 0
+        /// Lookups answered by their budget whose reply is still due: Redis is behind. Past
+        /// `maxExpiredInFlight` no more lookups are sent (they would only queue up in Redis) until it catches up.
+        private var expiredInFlight = 0
+        static let maxExpiredInFlight = 64
         private var nextSeq: UInt64 = 1
         private let lookupSHA: [UInt8], recordSHA: [UInt8], pruneSHA: [UInt8]
 
@@ -154,6 +158,9 @@ public final class RedisPrefixIndex: Sendable {
 
         public var isReady: Bool { client.isReady }
 
+        /// Connected and not behind (see `expiredInFlight`).
+        public var canLookup: Bool { client.isReady && expiredInFlight < Lane.maxExpiredInFlight }
+
         /// Lookups sent and not yet answered or expired.
         public var lookupsInFlight: Int { pending.count - pendingHead }
 
@@ -165,7 +172,7 @@ public final class RedisPrefixIndex: Sendable {
         /// sent (not connected): the caller answers from the local index at once.
         public func lookup(keyPrefix: String, model: String, hashes: [UInt64], candidates: [Endpoint], budgetNanos: UInt64,
                            done: @escaping (Result<[Int], Fallback>) -> Void) -> Bool {
-            guard client.isReady, !hashes.isEmpty, !candidates.isEmpty else { return false }
+            guard canLookup, !hashes.isEmpty, !candidates.isEmpty else { return false }
             let ns = namespace(keyPrefix, model)
             encoder.reset()
             encoder.beginCommand(argumentCount: 4 + hashes.count)
@@ -241,7 +248,11 @@ public final class RedisPrefixIndex: Sendable {
             let done = pending[pendingHead].done
             pending[pendingHead].done = nil
             pendingHead += 1
-            guard let done else { compact(); return }
+            guard let done else {
+                expiredInFlight -= 1
+                compact()
+                return
+            }
             compact()
             switch r {
             case .failure(.budget): metrics.fallbackBudget.increment()
@@ -277,6 +288,7 @@ public final class RedisPrefixIndex: Sendable {
                 guard let done = pending[i].done else { continue }
                 if pending[i].deadline <= now {
                     pending[i].done = nil
+                    expiredInFlight += 1
                     metrics.fallbackBudget.increment()
                     done(.failure(.budget))
                 } else {

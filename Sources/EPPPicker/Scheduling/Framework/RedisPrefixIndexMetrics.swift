@@ -16,6 +16,7 @@ public final class RedisPrefixIndexMetrics: Sendable {
     let fallbackUnavailable: Counter
     let fallbackBudget: Counter
     let fallbackError: Counter
+    let fallbackOverload: Counter
     /// Replies that arrived after their request had already fallen back.
     let lateReplies: Counter
     /// Redis-answered lookups: best candidate's matched blocks / request blocks.
@@ -43,11 +44,12 @@ public final class RedisPrefixIndexMetrics: Sendable {
         errorsRecord = errors.labels("record")
         errorsPrune = errors.labels("prune")
         let fallbacks = registry.counter("epp_prefix_index_redis_fallbacks_total",
-                                         "Prefix lookups answered by the in-process index instead of Redis, by reason (unavailable, budget, error).",
+                                         "Prefix lookups answered by the in-process index instead of Redis, by reason (unavailable, budget, error, overload: too many replies overdue).",
                                          labels: ["reason"])
         fallbackUnavailable = fallbacks.labels("unavailable")
         fallbackBudget = fallbacks.labels("budget")
         fallbackError = fallbacks.labels("error")
+        fallbackOverload = fallbacks.labels("overload")
         lateReplies = registry.counter("epp_prefix_index_redis_late_replies_total",
                                        "Redis lookup replies that arrived after the lookup budget (the request had used the local index).").labels()
         hitRatio = registry.histogram("epp_prefix_index_redis_hit_ratio",

@@ -35,8 +35,13 @@ extension ApproxPrefixCacheProducer {
     /// In `produce`, hashes computed: true when the lookup goes to Redis (the scheduler parks the request).
     func deferToRedis(_ ctx: SchedulingContext) -> Bool {
         guard let redis else { return false }
-        guard ctx.pendingPrefixLookup == nil, let loop = ctx.eventLoop, let lane = redis.lane(for: loop), lane.isReady else {
-            redis.metrics.fallbackUnavailable.increment()
+        guard ctx.pendingPrefixLookup == nil, let loop = ctx.eventLoop, let lane = redis.lane(for: loop),
+              lane.canLookup else {
+            if ctx.eventLoop.flatMap({ redis.lane(for: $0) })?.isReady == true {
+                redis.metrics.fallbackOverload.increment()
+            } else {
+                redis.metrics.fallbackUnavailable.increment()
+            }
             return false
         }
         ctx.pendingPrefixLookup = self
