@@ -142,9 +142,16 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     for _ in range(max(50, iterations // 4)):
         record([rnd.randbytes(8) for _ in range(blocks)], pods[:2])   # a new chain: every entry written
     _, _, new_usec = evalsha_usec_per_call(r)
+    # For comparison: the same keys with a plain MGET (no script, no early stop; the client would walk them).
+    r.call("CONFIG", "RESETSTAT")
+    mget = Resp.encode("MGET", *keys)
+    for _ in range(iterations):
+        r.s.sendall(mget)
+        r.read()
+    m = re.search(r"cmdstat_mget:calls=\d+,usec=\d+,usec_per_call=([\d.]+)", r.call("INFO", "commandstats").decode())
     rtts.sort()
     return (rtts[len(rtts) // 2] * 1e6, rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e6, lookup_usec, lookup_cpu,
-            held_usec, new_usec)
+            held_usec, new_usec, float(m.group(1)))
 
 
 def histogram_quantile(metrics_port, name, q):
@@ -171,7 +178,9 @@ def decisions(port, quick):
     requests = 20_000 if quick else 200_000
     rows = []
     r = Resp(port)
-    for name, extra in [("local index", []), ("redis index", [f"--redis-url=redis://127.0.0.1:{port}"])]:
+    runs = [(name, extra, conc) for conc in ((4, 4), (16, 32))
+            for name, extra in [("local index", []), ("redis index", [f"--redis-url=redis://127.0.0.1:{port}"])]]
+    for name, extra, (clients, streams) in runs:
         r.call("FLUSHALL")
         epp = harness.start_epp([18001, 18002, 18003, 18004], workers=1, extra_args=extra)
         try:
@@ -180,20 +189,23 @@ def decisions(port, quick):
             hdrs = ["content-type: application/grpc", "te: trailers"]
             h2load(url, body_file, 2000, 10, 10, extra_headers=hdrs)   # warm-up
             r.call("CONFIG", "RESETSTAT")
+            fb0 = harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total")
             routed0, c0 = routed(epp.metrics_port), cpu_seconds(epp.proc.pid)
-            res = h2load(url, body_file, requests, 16, 32, extra_headers=hdrs)
+            res = h2load(url, body_file, requests, clients, streams, extra_headers=hdrs)
             cpu = cpu_seconds(epp.proc.pid) - c0
             decided = routed(epp.metrics_port) - routed0
             if decided != res["succeeded"] or res["failed"]:
                 raise SystemExit(f"{name}: {res['succeeded']} ok, {res['failed']} failed, {decided} decisions")
             calls, usec, _ = evalsha_usec_per_call(r)
-            fb = harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total")
+            fb = {k: v - fb0.get(k, 0) for k, v in harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").items()
+                  if v - fb0.get(k, 0)}
+            reasons = ", ".join(f"{k.split(chr(34))[1]} {int(v)}" for k, v in fb.items())
             p50 = histogram_quantile(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds", 0.5)
             p99 = histogram_quantile(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds", 0.99)
             rtt = "–" if name == "local index" else f"≤ {p50 * 1e6:.0f} / ≤ {p99 * 1e6:.0f}"
-            rows.append(f"| {name} | {res['rps']:.0f} | {cpu / decided * 1e6:.2f} | {rtt} | "
+            rows.append(f"| {name} | {clients * streams} | {res['rps']:.0f} | {cpu / decided * 1e6:.2f} | {rtt} | "
                         f"{usec / max(decided, 1):.1f} ({calls / max(decided, 1):.2f} EVALSHA) | "
-                        f"{int(sum(fb.values()))} | {res['succeeded']} |")
+                        f"{int(sum(fb.values()))} {reasons} | {res['succeeded']} |")
             if name == "redis index":   # the scripts benchmarked in part 1 are the ones epp loaded
                 shas = lua_shas()
                 assert r.call("SCRIPT", "EXISTS", *shas.values()) == [1, 1, 1], "script source mismatch"
@@ -218,14 +230,16 @@ def main():
         assert shas == lua_shas()
         iterations = 300 if args.quick else 3000
         lines = ["| blocks | candidates | lookup RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
-                 "| record usec_per_call, 2 pods: held / new chain |", "|---|---|---|---|---|---|---|"]
+                 "| record usec_per_call, 2 pods: held / new chain | plain MGET usec_per_call (no script) |",
+                 "|---|---|---|---|---|---|---|---|"]
         for blocks in (16, 64, 256):
             for cands in (8, 64, 256):
-                p50, p99, lu, cpu, held, new = lookup_cost(redis.port, shas, blocks, cands, iterations)
-                lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} | {held:.1f} / {new:.1f} |")
+                p50, p99, lu, cpu, held, new, mget = lookup_cost(redis.port, shas, blocks, cands, iterations)
+                lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} | {held:.1f} / {new:.1f} "
+                             f"| {mget:.1f} |")
                 print(lines[-1], flush=True)
-        lines += ["", "| index | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
-                  "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
+                  "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]
         lines += decisions(redis.port, args.quick)
         lines += ["", f"Load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on a "
                   "machine shared with other builds: usec_per_call is wall time inside Redis (includes preemption), "
