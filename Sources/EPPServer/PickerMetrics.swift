@@ -336,24 +336,27 @@ final class LoopObserver: ExtProcObserver, SchedulingMetricsSink {
     // MARK: SchedulingMetricsSink
 
     func scheduled(_ ctx: SchedulingContext, requestID: String, primary: Int?, attempted: Bool, elapsedNanos: UInt64) {
+        let series = objectiveSeries(ctx.incomingModel, ctx.targetModel, ctx.priority)
         pendingID = requestID
-        pendingSeries = objectiveSeries(ctx.incomingModel, ctx.targetModel, ctx.priority)
+        pendingSeries = series
         pendingBodyBytes = ctx.bodyBytes
         guard attempted else { return }
         e2e.observe(nanoseconds: elapsedNanos)
+        // the series' target: "__overflow__" once the series cap is hit, so these children stay bounded too
+        let target = series.target
         guard let i = primary else {
-            if let c = failures[ctx.targetModel] { c.increment() } else {
-                let c = metrics.schedulerAttempts.labels("failure", ctx.targetModel, "", "", "")
-                if failures.count < LoopObserver.maxSeries { failures[ctx.targetModel] = c }
+            if let c = failures[target] { c.increment() } else {
+                let c = metrics.schedulerAttempts.labels("failure", target, "", "", "")
+                failures[target] = c
                 c.increment()
             }
             return
         }
         let endpoint = ctx.endpoints[i]
-        let key = AttemptKey(endpoint: ObjectIdentifier(endpoint), target: ctx.targetModel)
+        let key = AttemptKey(endpoint: ObjectIdentifier(endpoint), target: target)
         if let (_, c) = attempts[key] { c.increment() } else {
             let spec = endpoint.spec
-            let c = metrics.schedulerAttempts.labels("success", ctx.targetModel, spec.name, spec.namespace, String(spec.port))
+            let c = metrics.schedulerAttempts.labels("success", target, spec.name, spec.namespace, String(spec.port))
             if attempts.count >= LoopObserver.maxSeries { attempts.removeAll() }   // holds endpoints: keep it bounded
             attempts[key] = (endpoint, c)
             c.increment()
