@@ -27,8 +27,9 @@ import Synchronization
 public final class RedisPrefixIndex: Sendable {
     public struct Options: Sendable {
         /// Deadline of one Redis command; a command past it resets the connection (a stalled Redis). The
-        /// per-request lookup budget is separate and much shorter: a late reply is just dropped.
-        public var commandTimeoutNanos: UInt64 = 250_000_000
+        /// per-request lookup budget is separate and much shorter: a late reply is just dropped, and an
+        /// overloaded Redis is left alone (`Lane.canLookup`), so only a real stall should reset.
+        public var commandTimeoutNanos: UInt64 = 1_000_000_000
         public var connectTimeoutNanos: UInt64 = 1_000_000_000
         public var reconnectMinDelayNanos: UInt64 = 50_000_000
         /// Short, so prefix hits come back soon after Redis does.
