@@ -115,7 +115,8 @@ public struct EPPCommand: ParsableCommand {
         }
         // Shared prefix index: one Redis connection per event loop, attached as the loops are made.
         let redisIndex = try redisURL.map { RedisPrefixIndex(url: try RedisURL(parsing: $0), registry: metrics.registry) }
-        let pluginEnvironment = redisIndex.map { PluginEnvironment(redisIndex: $0) } ?? .shared
+        // Per-loop render clients / Redis connections of precise-prefix-cache-scorer, kept across config reloads.
+        let pluginEnvironment = PluginEnvironment(redisIndex: redisIndex, precise: PrecisePrefixResources(registry: metrics.registry))
         let config: PickerConfig
         do {
             if let path = configFile { config = try PickerConfig.load(path: path, environment: pluginEnvironment) }
@@ -216,6 +217,7 @@ public struct EPPCommand: ParsableCommand {
             scraper.stop()
             server.stop()
             redisIndex?.close()
+            pluginEnvironment.precise.close()
             log.info("stopped")
             return
         }

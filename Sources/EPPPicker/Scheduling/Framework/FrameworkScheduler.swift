@@ -100,7 +100,7 @@ public final class FrameworkScheduler: RequestScheduler {
         timePlugins = metricsSink != nil && untimedRequests == 0
         untimedRequests = untimedRequests + 1 == FrameworkScheduler.pluginTimingEvery ? 0 : untimedRequests + 1
         for p in config.producers { timed(p, "DataProducer") { p.produce(ctx) } }
-        if ctx.pendingPrefixLookup != nil { return suspendForPrefixLookup(request, config, rewrittenBody, waiter) }
+        if !ctx.pendingAsync.isEmpty { return suspendForAsyncProducers(request, config, rewrittenBody, waiter) }
         return finishSchedule(request, config, rewrittenBody)
     }
 

@@ -168,8 +168,8 @@ public final class PickerConfig: Sendable {
             plugins[name] = plugin
             order.append(name)
             pluginLines[name] = r.line
-            if type == "precise-prefix-cache-scorer" || type == "kvcache-aware-scorer" {
-                warnings.append("plugin '\(name)' (\(type)): no KV-event index here; scoring with the approximate prefix index")
+            if (type == "precise-prefix-cache-scorer" || type == "kvcache-aware-scorer") && plugin is PrefixCacheScorer {
+                warnings.append("plugin '\(name)' (\(type)): no renderURL (render endpoint + llm-d Redis index, docs/precise-prefix.md); scoring with the approximate prefix index")
             }
         }
 
@@ -350,7 +350,8 @@ public final class PickerConfig: Sendable {
         let used: [any SchedulingPlugin] = profiles.flatMap { p -> [any SchedulingPlugin] in
             p.filters.map { $0 as any SchedulingPlugin } + p.scorers.map { $0.scorer as any SchedulingPlugin } + [p.picker]
         } + [handler as any SchedulingPlugin] + plugins.values.filter { $0 is PrefillDecider }
-        if producers.isEmpty && used.contains(where: { $0 is ConsumesPrefixInfo }) {
+        // (a precise scorer is a producer too, but of its own data)
+        if !producers.contains(where: { $0 is ApproxPrefixCacheProducer }) && used.contains(where: { $0 is ConsumesPrefixInfo }) {
             var hints: [String: Int] = [:]
             for s in used.compactMap({ $0 as? PrefixCacheScorer }) { hints.merge(s.producerHints) { a, _ in a } }
             let p = try ApproxPrefixCacheProducer(hints: hints, index: environment.prefixIndex, redis: environment.redisIndex)

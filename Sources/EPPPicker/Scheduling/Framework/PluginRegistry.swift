@@ -6,10 +6,14 @@ public final class PluginEnvironment: Sendable {
     public let prefixIndex: PrefixIndex
     /// The shared Redis prefix index (`--redis-url`); producers default to it when present.
     public let redisIndex: RedisPrefixIndex?
+    /// Per-loop render clients, Redis connections and token caches of `precise-prefix-cache-scorer`.
+    public let precise: PrecisePrefixResources
 
-    public init(prefixIndex: PrefixIndex = LocalPrefixIndex(), redisIndex: RedisPrefixIndex? = nil) {
+    public init(prefixIndex: PrefixIndex = LocalPrefixIndex(), redisIndex: RedisPrefixIndex? = nil,
+                precise: PrecisePrefixResources = PrecisePrefixResources()) {
         self.prefixIndex = prefixIndex
         self.redisIndex = redisIndex
+        self.precise = precise
     }
 
     /// The environment used when none is given.
@@ -57,8 +61,15 @@ public final class PluginRegistry: Sendable {
         for t in ["kv-cache-utilization-scorer", "kv-cache-scorer"] {
             r.register(t) { n, p, _ throws(PickerConfigError) in try KVCacheUtilizationScorer(name: n, typeName: t, params: p) }
         }
-        for t in ["prefix-cache-scorer", "precise-prefix-cache-scorer", "kvcache-aware-scorer"] {
-            r.register(t) { n, p, _ throws(PickerConfigError) in try PrefixCacheScorer(name: n, typeName: t, params: p) }
+        r.register("prefix-cache-scorer") { n, p, _ throws(PickerConfigError) in try PrefixCacheScorer(name: n, params: p) }
+        // Precise with `renderURL` (tokens + llm-d Redis index); otherwise llm-d's configs load as the approximate scorer.
+        for t in ["precise-prefix-cache-scorer", "kvcache-aware-scorer"] {
+            r.register(t) { n, p, env throws(PickerConfigError) in
+                if let p, PrecisePrefixCacheScorer.wantsPreciseMode(p) {
+                    return try PrecisePrefixCacheScorer(name: n, typeName: t, params: p, resources: env.precise)
+                }
+                return try PrefixCacheScorer(name: n, typeName: t, params: p)
+            }
         }
         r.register("load-aware-scorer") { n, p, _ throws(PickerConfigError) in try LoadAwareScorer(name: n, params: p) }
         r.register("active-request-scorer") { n, p, _ throws(PickerConfigError) in try ActiveRequestScorer(name: n, params: p) }

@@ -47,8 +47,10 @@ public final class SchedulingContext {
 
     /// The loop this context's scheduler runs on (set by the scheduler; for per-loop resources like Redis).
     public internal(set) var eventLoop: EventLoop?
-    /// Set by a producer whose prefix lookup goes to Redis: the scheduler finishes the request on the reply.
-    var pendingPrefixLookup: ApproxPrefixCacheProducer?
+    /// Producers waiting for I/O (`AsyncDataProducer`): the scheduler parks the request until all called back.
+    var pendingAsync: [any AsyncDataProducer] = []
+    /// Per-request state of the precise prefix scorers (`PrecisePrefixCacheScorer`), one per instance.
+    var precisePrefixRequests: [PrecisePrefixRequest] = []
     /// `prefixMatches` came from Redis (not the local fallback).
     var prefixMatchesFromRedis = false
 
@@ -151,7 +153,8 @@ public final class SchedulingContext {
         prefixHashes.removeAll(keepingCapacity: true)
         prefixMatches.removeAll(keepingCapacity: true)
         blockSizeTokens = 16
-        pendingPrefixLookup = nil
+        pendingAsync.removeAll(keepingCapacity: true)
+        precisePrefixRequests.removeAll(keepingCapacity: true)
         prefixMatchesFromRedis = false
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false

@@ -1,7 +1,7 @@
 import EPPEventLoop
 
 /// The Redis backend of `approx-prefix-cache-producer` (`RedisPrefixIndex`). With it, `produce` only computes
-/// the hashes and marks the request (`ctx.pendingPrefixLookup`); the scheduler parks it and calls
+/// the hashes and marks the request (`ctx.pendingAsync`); the scheduler parks it and calls
 /// `startRedisLookup`. Whenever Redis can't answer within `lookupBudget` (not connected, slow, error) the
 /// in-process index answers instead — it is recorded on every pick too, so it is warm — and the fallback is
 /// counted. Records go to both: the local index synchronously, Redis as one fire-and-forget `EVALSHA`.
@@ -35,7 +35,7 @@ extension ApproxPrefixCacheProducer {
     /// In `produce`, hashes computed: true when the lookup goes to Redis (the scheduler parks the request).
     func deferToRedis(_ ctx: SchedulingContext) -> Bool {
         guard let redis else { return false }
-        guard ctx.pendingPrefixLookup == nil, let loop = ctx.eventLoop, let lane = redis.lane(for: loop),
+        guard !ctx.pendingAsync.contains(where: { $0 === self }), let loop = ctx.eventLoop, let lane = redis.lane(for: loop),
               lane.canLookup else {
             if ctx.eventLoop.flatMap({ redis.lane(for: $0) })?.isReady == true {
                 redis.metrics.fallbackOverload.increment()
@@ -44,7 +44,7 @@ extension ApproxPrefixCacheProducer {
             }
             return false
         }
-        ctx.pendingPrefixLookup = self
+        ctx.pendingAsync.append(self)
         return true
     }
 

@@ -4,9 +4,9 @@
 /// (the P/D config puts `maxPrefixBlocksToMatch`/`lruCapacityPerServer` here; only the producer reads
 /// them — when the producer is auto-created it takes them from here, see `PickerConfig`).
 ///
-/// Also registered for `precise-prefix-cache-scorer` / `kvcache-aware-scorer` so llm-d's precise config
-/// loads unchanged: without KV events and a tokenizer it scores with the approximate index (logged as a
-/// warning at load).
+/// Also what `precise-prefix-cache-scorer` / `kvcache-aware-scorer` load as without `renderURL`, so llm-d's
+/// precise config loads unchanged and scores with the approximate index (logged as a warning at load); with
+/// it they are `PrecisePrefixCacheScorer`.
 public final class PrefixCacheScorer: SchedulingScorer, ConsumesPrefixInfo {
     public let typeName: String
     public let name: String
