@@ -109,8 +109,8 @@ public final class RedisPrefixIndex: Sendable {
         private var encoder = RESPEncoder(capacity: 16 * 1024)
         private var keyScratch: [UInt8] = []
         private var idScratch: [UInt8] = []
-        /// (pod, last block of a chain) → when this lane last wrote that chain's recency in full; a pod that Redis
-        /// says holds the whole chain is not recorded again within `refreshIntervalNanos`.
+        /// (pod, last block of a chain) → when this lane last recorded that chain for that pod; it is not recorded
+        /// again within `refreshIntervalNanos` (cleared on reconnect: Redis may have restarted empty).
         private var refreshed: [UInt64: UInt64] = [:]
         static let refreshIntervalNanos: UInt64 = 1_000_000_000
         /// Endpoint → pod id (holds the endpoint so its identifier stays unique).
@@ -153,7 +153,10 @@ public final class RedisPrefixIndex: Sendable {
             pruneSHA = Array(RedisPrefixScripts.prune.sha1.utf8)
             for s in RedisPrefixScripts.all { client.preload(s) }
             client.onStateChange = { [weak self] state in
-                if state == .ready { self?.announced.removeAll() }   // Redis may have restarted empty
+                if state == .ready {   // Redis may have restarted empty
+                    self?.announced.removeAll()
+                    self?.refreshed.removeAll()
+                }
             }
         }
 
@@ -303,23 +306,24 @@ public final class RedisPrefixIndex: Sendable {
 
         /// Records `hashes` for each pod (decode, prefill) in one `EVALSHA`, fire and forget. Blocks a pod holds
         /// are not rewritten, only their recency refreshed. `known`: this request's Redis lookup found the pod
-        /// holding blocks 1…known (0: unknown). A pod known to hold the whole chain is skipped if this lane
-        /// refreshed that chain for it within a second, so a hot prefix costs Redis only its lookups. No-op when
-        /// not connected (the local index has it).
+        /// holding blocks 1…known (0: unknown). A chain this lane recorded for the pod within a second is
+        /// skipped (also when the lookup fell back), so a hot prefix costs Redis only its lookups and a Redis
+        /// that is behind gets no extra load. No-op when not connected (the local index has it).
         public func record(keyPrefix: String, model: String, hashes: [UInt64],
                            pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)]) {
             guard client.isReady, let tip = hashes.last else { return }
             let now = EventLoop.now()
+            let ns = namespace(keyPrefix, model)
+            let nsKey = UInt64(bitPattern: Int64(ns.hashValue))
             var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = []
             for p in allPods {
-                let key = podID(p.endpoint) ^ (tip &* 0x9E37_79B9_7F4A_7C15)
-                if p.known >= hashes.count, let t = refreshed[key], now &- t < Lane.refreshIntervalNanos { continue }
+                let key = podID(p.endpoint) ^ (tip &* 0x9E37_79B9_7F4A_7C15) ^ nsKey
+                if let t = refreshed[key], now &- t < Lane.refreshIntervalNanos { continue }
                 if refreshed.count >= 65_536 { refreshed.removeAll(keepingCapacity: true) }
                 refreshed[key] = now
                 pods.append(p)
             }
             if pods.isEmpty { return }
-            let ns = namespace(keyPrefix, model)
             if !announced.contains(ns) {
                 announced.insert(ns)
                 client.send([Array("SADD".utf8), Array((keyPrefix + "namespaces").utf8), ns]) { _ in }
