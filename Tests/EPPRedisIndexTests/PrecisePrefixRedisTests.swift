@@ -152,14 +152,23 @@ struct PrecisePrefixRedisTests {
     }
 
     /// Writes fixture entries with redis-cli (an external writer, like the llm-d indexer).
+    /// Retries while the just-started redis-server is not listening yet.
     static func hset(_ port: Int, _ key: UInt64, _ fields: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        p.arguments = ["-p", "\(port)", "HSET", String(key)] + fields.flatMap { [$0, ""] }
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw RedisIndexTestFailure("redis-cli HSET failed") }
+        let deadline = Date().addingTimeInterval(5)
+        while true {
+            let p = Process()
+            let out = Pipe()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+            p.arguments = ["-p", "\(port)", "HSET", String(key)] + fields.flatMap { [$0, ""] }
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let reply = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            if p.terminationStatus == 0 && Int(reply.trimmingCharacters(in: .whitespacesAndNewlines)) != nil { return }
+            guard Date() < deadline else { throw RedisIndexTestFailure("redis-cli HSET failed: \(reply)") }
+            usleep(20_000)
+        }
     }
 
     /// One request opens the loop's Redis connection (lanes connect on first use); then waits until it is ready.
@@ -224,6 +233,32 @@ struct PrecisePrefixRedisTests {
         let words = (100..<131).map(String.init).joined(separator: " ")
         let body = #"{"model":"m","messages":[{"role":"user","content":"\#(words)"}]}"#
         #expect(try await picker.decide(body, path: "/v1/chat/completions").0 == "10.0.0.4:8000")
+        await picker.shutdown()
+        redis.stop()
+    }
+
+    @Test func aLoopsFirstLookupWaitsForTheOpeningConnection() async throws {
+        let redis = try RedisIndexTestServer()
+        try Self.hset(redis.port, Self.keys[0], [Self.field("10.0.0.3:8000", "gpu")])
+        // Nothing listens on the render URL: the prompt's tokens are put in the loop's cache instead, so the Redis
+        // lookup is the first I/O, while the loop's connection is still opening.
+        let picker = try Picker(Self.config(render: 1, redis: "127.0.0.1:\(redis.port)"))
+        let scorer = try #require(picker.config.plugins["precise-prefix-cache-scorer"] as? PrecisePrefixCacheScorer)
+        let body = #"{"model":"m","prompt":"\#(Self.prompt)"}"#
+        let bytes = Array(body.utf8)
+        let key = try bytes.withUnsafeBytes { raw in
+            let parsed = try ParsedRequest.parse(body: raw, kind: .completions).get()
+            let r = try #require(RenderRequest.body(parsed: parsed, body: raw, model: "m"))
+            return PrecisePrefixCacheScorer.cacheKey(url: scorer.renderURL + r.path, body: r.body)
+        }
+        await withCheckedContinuation { c in
+            picker.loop.execute {
+                picker.env.precise.lane(for: picker.loop).tokenCache.put(key, Array(0..<64))
+                c.resume()
+            }
+        }
+        #expect(try await picker.decide(body).0 == "10.0.0.3:8000")
+        #expect(picker.count(.scored) == 1 && picker.count(.redisUnavailable) == 0)
         await picker.shutdown()
         redis.stop()
     }

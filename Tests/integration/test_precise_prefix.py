@@ -140,8 +140,7 @@ def test_requests_land_on_the_pod_holding_the_longest_prefix():
                   extra_args=[f"--config-text={CONFIG % {'render': render.port, 'redis': redis.port, 'timeout': '2s'}}"])
     try:
         with grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") as ch:
-            pick(ch, {"model": "m", "prompt": "warm up"})   # the loop's Redis connection opens on first use
-            time.sleep(0.3)
+            # No warm-up: the loop's Redis connection opens on the first request, which waits for it (lookupBudget).
             got_a = [pick(ch, {"model": "m", "prompt": words(doc_a) + f" question {i}"}) for i in range(10)]
             got_b = [pick(ch, {"model": "m", "prompt": words(doc_b) + f" other {i}", "max_tokens": 5}) for i in range(10)]
             got_chat = [pick(ch, {"model": "m", "messages": [{"role": "user", "content": words(chat_ids[1:-1])}]},

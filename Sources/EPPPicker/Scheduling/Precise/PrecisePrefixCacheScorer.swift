@@ -150,13 +150,18 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
         }
         req.url = renderURL + path
         req.renderBody = body
-        var key = Array(req.url.utf8)
-        key.append(0)
-        key.append(contentsOf: body)
-        req.cacheKey = key.withUnsafeBytes { XXHash64.hash($0) }
+        req.cacheKey = PrecisePrefixCacheScorer.cacheKey(url: req.url, body: body)
         req.model = ctx.targetModel
         req.candidateIDs = ctx.endpoints.map(\.hostPort)
         ctx.pendingAsync.append(self)
+    }
+
+    /// Token-cache key of one render request: xxh64(url ‖ 0 ‖ body).
+    static func cacheKey(url: String, body: [UInt8]) -> UInt64 {
+        var key = Array(url.utf8)
+        key.append(0)
+        key.append(contentsOf: body)
+        return key.withUnsafeBytes { XXHash64.hash($0) }
     }
 
     public func afterPick(_ ctx: SchedulingContext, primary: Endpoint, prefill: Endpoint?) {}
@@ -166,10 +171,10 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
     func startAsync(_ ctx: SchedulingContext, _ done: @escaping () -> Void) -> Bool {
         guard let req = request(in: ctx), let loop = ctx.eventLoop else { return false }
         let lane = resources.lane(for: loop)
-        let redis = lane.redis(redisURL)   // connects now, while the render call runs
+        _ = lane.redis(redisURL)   // connects now (first use), while the render call runs
         if let tokens = lane.tokenCache.get(req.cacheKey) {
             metrics.cacheHits.increment()
-            return lookup(req, tokens, loop, redis, done)
+            return lookup(req, tokens, loop, lane, done)
         }
         metrics.cacheMisses.increment()
         let start = EventLoop.now()
@@ -181,7 +186,7 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
                 switch RenderRequest.tokenIDs(r.body) {
                 case .success(let tokens):
                     lane.tokenCache.put(req.cacheKey, tokens)
-                    if !lookup(req, tokens, loop, redis, done) { done() }
+                    if !lookup(req, tokens, loop, lane, done) { done() }
                 case .failure:
                     metrics.count(.renderError)
                     done()
@@ -199,46 +204,61 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
     }
 
     /// Sends the Redis lookup; true when `done` will run later. False: the request's scores are final (0) now.
-    private func lookup(_ req: PrecisePrefixRequest, _ tokens: [UInt32], _ loop: EventLoop, _ redis: RedisClient,
+    /// A connection still opening (the loop's first requests) is waited for within the same `lookupBudget`.
+    private func lookup(_ req: PrecisePrefixRequest, _ tokens: [UInt32], _ loop: EventLoop, _ lane: PrecisePrefixLane,
                         _ done: @escaping () -> Void) -> Bool {
         let root = KVBlockKeys.root(seed: hashSeed, model: req.model)
         let keys = KVBlockKeys.keys(tokens: tokens, blockSize: blockSizeTokens, root: root, maxBlocks: maxBlocks)
         req.totalBlocks = keys.count
         guard !keys.isEmpty, !req.candidateIDs.isEmpty else { metrics.count(.noBlocks); return false }
-        guard redis.isReady else { metrics.count(.redisUnavailable); return false }
+        let redis = lane.redis(redisURL)
+        guard redis.isReady || redis.state == .connecting else { metrics.count(.redisUnavailable); return false }
         var finished = false
-        var synchronous = true
-        var refused = false
         let start = EventLoop.now()
         let timer = loop.schedule(afterNanoseconds: lookupBudgetNanos) { [self] in
             guard !finished else { return }
             finished = true
-            metrics.count(.redisBudget)
+            metrics.count(redis.isReady ? .redisBudget : .redisUnavailable)
             done()
         }
-        let keyArgs = keys.map { Array(String($0).utf8) }
-        let podArgs = req.candidateIDs.map { Array($0.utf8) }
-        redis.evalScript(PreciseLookupScript.script, keys: keyArgs, arguments: podArgs) { [self] result in
-            if synchronous { refused = true; return }
-            metrics.lookupDuration.observe(nanoseconds: EventLoop.now() &- start)
-            guard !finished else { metrics.lateReplies.increment(); return }
-            finished = true
-            loop.cancelTimer(timer)
-            if case .success(let reply) = result, let holders = req.holders(from: reply) {
-                req.scores = LongestPrefixScore.scores(holders: holders, candidates: req.candidateIDs.count,
-                                                       totalBlocks: keys.count, weights: tierWeights)
-                metrics.hitRatio.observe(req.scores.max() ?? 0)
-                metrics.count(.scored)
-            } else {
-                metrics.count(.redisError)
+        /// False when the client refused the command (nothing sent).
+        func send() -> Bool {
+            var synchronous = true
+            var refused = false
+            let keyArgs = keys.map { Array(String($0).utf8) }
+            let podArgs = req.candidateIDs.map { Array($0.utf8) }
+            redis.evalScript(PreciseLookupScript.script, keys: keyArgs, arguments: podArgs) { [self] result in
+                if synchronous { refused = true; return }
+                metrics.lookupDuration.observe(nanoseconds: EventLoop.now() &- start)
+                guard !finished else { metrics.lateReplies.increment(); return }
+                finished = true
+                loop.cancelTimer(timer)
+                if case .success(let reply) = result, let holders = req.holders(from: reply) {
+                    req.scores = LongestPrefixScore.scores(holders: holders, candidates: req.candidateIDs.count,
+                                                           totalBlocks: keys.count, weights: tierWeights)
+                    metrics.hitRatio.observe(req.scores.max() ?? 0)
+                    metrics.count(.scored)
+                } else {
+                    metrics.count(.redisError)
+                }
+                done()
             }
-            done()
+            synchronous = false
+            return !refused
         }
-        synchronous = false
-        if refused {
+        if redis.isReady {
+            if send() { return true }
             loop.cancelTimer(timer)
             metrics.count(.redisUnavailable)
             return false
+        }
+        lane.whenConnectAttemptEnds(redisURL) { [self] in
+            guard !finished else { return }
+            if redis.isReady && send() { return }
+            finished = true
+            loop.cancelTimer(timer)
+            metrics.count(.redisUnavailable)
+            done()
         }
         return true
     }

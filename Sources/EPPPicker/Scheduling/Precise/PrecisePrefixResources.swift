@@ -38,6 +38,8 @@ final class PrecisePrefixLane: @unchecked Sendable {
     private unowned let resources: PrecisePrefixResources
     private var httpClient: LoopHTTPClient?
     private var redisClients: [String: RedisClient] = [:]
+    /// Lookups waiting for a connection that is still opening (by address); run at its next state change.
+    private var connectWaiters: [String: [() -> Void]] = [:]
     var tokenCache = TokenCache(capacity: 4096)
 
     init(loop: EventLoop, resources: PrecisePrefixResources) {
@@ -63,9 +65,18 @@ final class PrecisePrefixLane: @unchecked Sendable {
         config.reconnectMaxDelayNanos = 1_000_000_000
         let c = RedisClient(loop: loop, url: url, configuration: config, metrics: resources.redisClientMetrics)
         c.preload(PreciseLookupScript.script)
+        c.onStateChange = { [weak self] state in
+            guard state != .connecting, let self, let waiters = self.connectWaiters.removeValue(forKey: key) else { return }
+            for w in waiters { w() }
+        }
         c.connect()
         redisClients[key] = c
         return c
+    }
+
+    /// Runs `f` on the next state change of `url`'s connection after `.connecting` (ready, or failed).
+    func whenConnectAttemptEnds(_ url: RedisURL, _ f: @escaping () -> Void) {
+        connectWaiters[url.description, default: []].append(f)
     }
 
     func close() {
