@@ -150,6 +150,12 @@ import Testing
         #expect(c.count <= 4)
         #expect(c.get(6) == [6])
         #expect(c.get(2) == nil)
+        // Bounded by tokens too: a generation turns over once it holds half the budget.
+        var t = TokenCache(capacity: 100, maxTokens: 8)
+        t.put(1, [1, 1, 1]); t.put(2, [2, 2, 2]); t.put(3, [3, 3, 3])
+        #expect(t.get(1) == nil && t.get(3) == [3, 3, 3])
+        t.put(4, Array(repeating: 4, count: 5))   // over half the budget: not cached at all
+        #expect(t.get(4) == nil)
     }
 }
 

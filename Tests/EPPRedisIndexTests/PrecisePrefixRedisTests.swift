@@ -249,7 +249,7 @@ struct PrecisePrefixRedisTests {
         let key = try bytes.withUnsafeBytes { raw in
             let parsed = try ParsedRequest.parse(body: raw, kind: .completions).get()
             let r = try #require(RenderRequest.body(parsed: parsed, body: raw, model: "m"))
-            return PrecisePrefixCacheScorer.cacheKey(url: scorer.renderURL + r.path, body: r.body)
+            return PrecisePrefixCacheScorer.cacheKey(url: scorer.renderURL + r.path, body: r.body, keep: scorer.tokensKept)
         }
         await withCheckedContinuation { c in
             picker.loop.execute {
@@ -261,6 +261,40 @@ struct PrecisePrefixRedisTests {
         #expect(picker.count(.scored) == 1 && picker.count(.redisUnavailable) == 0)
         await picker.shutdown()
         redis.stop()
+    }
+
+    @Test func loopHTTPClientReusesConnectionsAndReportsFailures() async throws {
+        let render = try RenderServer()
+        let group = EventLoopGroup(count: 1)
+        group.start()
+        let loop = group.loops[0]
+        let client = await withCheckedContinuation { c in loop.execute { c.resume(returning: LoopHTTPClient(loop: loop)) } }
+        func post(_ url: String, _ body: String, timeout: UInt64 = 2_000_000_000) async -> Result<LoopHTTPResponse, LoopHTTPError> {
+            await withCheckedContinuation { c in
+                loop.execute {
+                    let started = client.post(url: url, body: Array(body.utf8), timeoutNanos: timeout) { c.resume(returning: $0) }
+                    if !started { c.resume(returning: .failure(.other("not started"))) }
+                }
+            }
+        }
+        let base = "http://127.0.0.1:\(render.port)"
+        for i in 0..<5 {
+            let r = try await post(base + "/v1/completions/render", #"{"model":"m","prompt":"\#(i) 7"}"#).get()
+            #expect(r.status == 200)
+            #expect(try RenderRequest.tokenIDs(r.body).get() == [UInt32(i), 7])
+        }
+        #expect(await withCheckedContinuation { c in loop.execute { c.resume(returning: client.connectionsOpened) } } == 1)
+        #expect(try await post(base + "/nope", "{}").get().status == 404)
+        let fd = try Socket.listen(host: "127.0.0.1", port: 0, reusePort: false)
+        let dead = Socket.localPort(fd)
+        close(fd)
+        guard case .failure(.connect) = await post("http://127.0.0.1:\(dead)/x", "{}") else {
+            Issue.record("a refused connection is not a connect error")
+            return
+        }
+        await withCheckedContinuation { c in loop.execute { client.close(); c.resume() } }
+        group.stop()
+        group.join()
     }
 
     @Test func aStalledRenderEndpointIsBoundedByTheTimeout() async throws {

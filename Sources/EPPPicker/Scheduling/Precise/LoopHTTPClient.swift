@@ -23,7 +23,7 @@ public enum LoopHTTPError: Error, Sendable, Equatable {
     case other(String)
 }
 
-public final class LoopHTTPClient {
+public final class LoopHTTPClient: @unchecked Sendable {   // loop-confined; Sendable only to be handed to its loop
     public let loop: EventLoop
     public let maxResponseBytes: Int
     private var multi: UnsafeMutableRawPointer?
@@ -83,7 +83,11 @@ public final class LoopHTTPClient {
         _ = shim_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
         _ = shim_curl_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, UnsafeRawPointer(jsonHeaders))
         _ = shim_curl_easy_setopt_long(easy, CURLOPT_POSTFIELDSIZE, body.count)
-        _ = body.withUnsafeBytes { shim_curl_easy_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
+        if body.isEmpty {
+            _ = "".withCString { shim_curl_easy_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0) }
+        } else {
+            _ = body.withUnsafeBytes { shim_curl_easy_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress!) }   // curl copies
+        }
         _ = "*".withCString { shim_curl_easy_setopt_ptr(easy, CURLOPT_NOPROXY, $0) }
         _ = "http,https".withCString { shim_curl_easy_setopt_ptr(easy, CURLOPT_PROTOCOLS_STR, $0) }
         _ = "epp-picker".withCString { shim_curl_easy_setopt_ptr(easy, CURLOPT_USERAGENT, $0) }

@@ -150,16 +150,20 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
         }
         req.url = renderURL + path
         req.renderBody = body
-        req.cacheKey = PrecisePrefixCacheScorer.cacheKey(url: req.url, body: body)
+        req.cacheKey = PrecisePrefixCacheScorer.cacheKey(url: req.url, body: body, keep: tokensKept)
         req.model = ctx.targetModel
         req.candidateIDs = ctx.endpoints.map(\.hostPort)
         ctx.pendingAsync.append(self)
     }
 
-    /// Token-cache key of one render request: xxh64(url ‖ 0 ‖ body).
-    static func cacheKey(url: String, body: [UInt8]) -> UInt64 {
+    /// Tokens a lookup can use: the cache keeps only these (other scorers sharing the cache use another key).
+    var tokensKept: Int { maxBlocks * blockSizeTokens }
+
+    /// Token-cache key of one render request: xxh64(url ‖ 0 ‖ LE64(keep) ‖ body).
+    static func cacheKey(url: String, body: [UInt8], keep: Int) -> UInt64 {
         var key = Array(url.utf8)
         key.append(0)
+        withUnsafeBytes(of: UInt64(keep).littleEndian) { key.append(contentsOf: $0) }
         key.append(contentsOf: body)
         return key.withUnsafeBytes { XXHash64.hash($0) }
     }
@@ -185,7 +189,7 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
             case .success(let r) where r.status == 200:
                 switch RenderRequest.tokenIDs(r.body) {
                 case .success(let tokens):
-                    lane.tokenCache.put(req.cacheKey, tokens)
+                    lane.tokenCache.put(req.cacheKey, tokens.count > tokensKept ? Array(tokens.prefix(tokensKept)) : tokens)
                     if !lookup(req, tokens, loop, lane, done) { done() }
                 case .failure:
                     metrics.count(.renderError)

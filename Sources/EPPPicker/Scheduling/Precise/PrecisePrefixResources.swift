@@ -87,15 +87,21 @@ final class PrecisePrefixLane: @unchecked Sendable {
     }
 }
 
-/// Token ids of recently rendered prompts, keyed by a 64-bit hash of the render request. Bounded with two
-/// generations: lookups promote into the young one; when it is full the old one is dropped — O(1), and what
-/// was used within the last `capacity` insertions survives (an approximate LRU).
+/// Token ids of recently rendered prompts, keyed by a 64-bit hash of the render request (and of how many
+/// tokens the scorer keeps). Bounded by entries and by tokens held (4096 entries / 4 Mi tokens = 16 MiB per loop
+/// by default), with two generations: lookups promote into the young one; when it is full the old one is
+/// dropped — O(1), and what was used recently survives (an approximate LRU).
 struct TokenCache {
     let capacity: Int
+    let maxTokens: Int
     private var young: [UInt64: [UInt32]] = [:]
     private var old: [UInt64: [UInt32]] = [:]
+    private var youngTokens = 0
 
-    init(capacity: Int) { self.capacity = max(2, capacity) }
+    init(capacity: Int, maxTokens: Int = 4 << 20) {
+        self.capacity = max(2, capacity)
+        self.maxTokens = max(2, maxTokens)
+    }
 
     var count: Int { young.count + old.count }
 
@@ -107,12 +113,14 @@ struct TokenCache {
     }
 
     mutating func put(_ key: UInt64, _ value: [UInt32]) {
-        if young.count >= capacity / 2 {
+        guard value.count <= maxTokens / 2 else { return }
+        if young.count >= capacity / 2 || youngTokens + value.count > maxTokens / 2 {
             old = young
             young = [:]
-            young.reserveCapacity(capacity / 2)
+            youngTokens = 0
         }
-        young[key] = value
+        if let previous = young.updateValue(value, forKey: key) { youngTokens -= previous.count }
+        youngTokens += value.count
     }
 }
 
