@@ -1,5 +1,6 @@
 import EPPEventLoop
 import EPPRedis
+import Logging
 
 /// `precise-prefix-cache-scorer` (alias `kvcache-aware-scorer`) in precise mode: scores each candidate by the
 /// longest prefix of the request's KV blocks it really holds, as reported by an external llm-d KV-events
@@ -41,6 +42,7 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
     public let tierWeights: TierWeights
     let resources: PrecisePrefixResources
     private var metrics: PrecisePrefixMetrics { resources.metrics }
+    private let logger = Logger(label: "epp.precise-prefix")
 
     /// True when `params` ask for precise mode (`renderURL` given).
     static func wantsPreciseMode(_ params: ConfigReader?) -> Bool { params?.has("renderURL") ?? false }
@@ -185,26 +187,55 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
         let started = lane.http.post(url: req.url, body: req.renderBody, timeoutNanos: renderTimeoutNanos) { [self] result in
             metrics.renderDuration.observe(nanoseconds: EventLoop.now() &- start)
             req.renderBody = []
+            let outcome: Result<[UInt32], RenderFailure>
             switch result {
             case .success(let r) where r.status == 200:
-                switch RenderRequest.tokenIDs(r.body) {
-                case .success(let tokens):
-                    lane.tokenCache.put(req.cacheKey, tokens.count > tokensKept ? Array(tokens.prefix(tokensKept)) : tokens)
-                    if !lookup(req, tokens, loop, lane, done) { done() }
-                case .failure:
-                    metrics.count(.renderError)
-                    done()
-                }
+                outcome = RenderRequest.tokenIDs(r.body).mapError { .error($0.description) }
+            case .success(let r):
+                outcome = .failure(.error("HTTP status \(r.status): \(String(decoding: r.body.prefix(200), as: UTF8.self))"))
+            case .failure(.timeout):
+                outcome = .failure(.timeout)
+            case .failure(let e):
+                outcome = .failure(.error("\(e)"))
+            }
+            renderFinished(lane, req.url, outcome)
+            switch outcome {
+            case .success(let tokens):
+                lane.tokenCache.put(req.cacheKey, tokens.count > tokensKept ? Array(tokens.prefix(tokensKept)) : tokens)
+                if !lookup(req, tokens, loop, lane, done) { done() }
             case .failure(.timeout):
                 metrics.count(.renderTimeout)
                 done()
-            default:
+            case .failure(.error):
                 metrics.count(.renderError)
                 done()
             }
         }
         if !started { metrics.count(.renderError) }
         return started
+    }
+
+    enum RenderFailure: Error { case timeout, error(String) }
+
+    /// Logs only when a loop's render calls start or stop failing (per request it is a metric).
+    private func renderFinished(_ lane: PrecisePrefixLane, _ url: String, _ outcome: Result<[UInt32], RenderFailure>) {
+        switch outcome {
+        case .success:
+            if lane.renderFailing {
+                lane.renderFailing = false
+                logger.info("render endpoint answers again", metadata: ["url": "\(url)"])
+            }
+        case .failure(let f):
+            if !lane.renderFailing {
+                lane.renderFailing = true
+                let why: String
+                switch f {
+                case .timeout: why = "no answer within renderTimeout \(renderTimeoutNanos / 1_000_000) ms"
+                case .error(let e): why = e
+                }
+                logger.warning("render endpoint failing; precise prefix scores are 0 meanwhile", metadata: ["url": "\(url)", "error": "\(why)"])
+            }
+        }
     }
 
     /// Sends the Redis lookup; true when `done` will run later. False: the request's scores are final (0) now.

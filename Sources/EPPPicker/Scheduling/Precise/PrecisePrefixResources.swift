@@ -41,6 +41,8 @@ final class PrecisePrefixLane: @unchecked Sendable {
     /// Lookups waiting for a connection that is still opening (by address); run at its next state change.
     private var connectWaiters: [String: [() -> Void]] = [:]
     var tokenCache = TokenCache(capacity: 4096)
+    /// The last render call on this loop failed (logged once per change).
+    var renderFailing = false
 
     init(loop: EventLoop, resources: PrecisePrefixResources) {
         self.loop = loop
