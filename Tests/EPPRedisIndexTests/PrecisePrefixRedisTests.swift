@@ -227,7 +227,8 @@ struct PrecisePrefixRedisTests {
         let keys = KVBlockKeys.keys(tokens: tokens, blockSize: 16, root: KVBlockKeys.root(seed: "", model: "m"))
         #expect(keys.count == 2)
         try Self.hset(redis.port, keys[0], [Self.field("10.0.0.4:8000", "gpu"), Self.field("10.0.0.1:8000", "gpu")])
-        try Self.hset(redis.port, keys[1], [Self.field("10.0.0.4:8000", "gpu")])
+        // Readers decode like Go's json.Unmarshal: key order and case don't matter, missing keys are zero values.
+        try Self.hset(redis.port, keys[1], [#"{ "deviceTier": "gpu", "podidentifier": "10.0.0.4:8000" }"#])
         let picker = try Picker(Self.config(render: render.port, redis: "redis://127.0.0.1:\(redis.port)"))
         try await Self.warmUp(picker)
         let words = (100..<131).map(String.init).joined(separator: " ")
