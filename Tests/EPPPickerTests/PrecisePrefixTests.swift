@@ -197,6 +197,30 @@ import Testing
         #expect(c.warnings.isEmpty)
     }
 
+    @Test func aDeciderNextToAPreciseScorerStillGetsApproximateMatchInfo() throws {
+        let text = """
+            apiVersion: llm-d.ai/v1alpha1
+            kind: EndpointPickerConfig
+            plugins:
+            - type: precise-prefix-cache-scorer
+              parameters: {renderURL: "http://r:1", indexerConfig: {kvBlockIndexConfig: {redisConfig: {}}}}
+            - type: prefill-filter
+            - type: decode-filter
+            - type: prefix-based-pd-decider
+              parameters: {nonCachedTokens: 16}
+            - type: disagg-profile-handler
+              parameters: {deciders: {prefill: prefix-based-pd-decider}}
+            schedulingProfiles:
+            - name: prefill
+              plugins: [{pluginRef: prefill-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 2}]
+            - name: decode
+              plugins: [{pluginRef: decode-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 2}]
+            """
+        let c = try PickerConfig.parse(text: text, environment: PluginEnvironment())
+        #expect(c.producers.contains { $0 is PrecisePrefixCacheScorer })
+        #expect(c.producers.contains { $0 is ApproxPrefixCacheProducer })
+    }
+
     @Test func withoutRenderURLItStaysApproximate() throws {
         let c = try PickerConfig.parse(text: Self.config("tokenProcessorConfig: {blockSize: 32}"), environment: PluginEnvironment())
         #expect(c.plugins["precise-prefix-cache-scorer"] is PrefixCacheScorer)
