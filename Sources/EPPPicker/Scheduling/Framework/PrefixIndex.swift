@@ -282,7 +282,7 @@ public final class LocalPrefixIndex: PrefixIndex {
                 }
                 evicted.removeAll(keepingCapacity: true)
                 if inserted {
-                    shard(h).map.withLock { m in m.update(h, orInsert: { PodList() }) { $0.insert(id) } }
+                    shard(h).map.withLock { m in _ = m.update(h, orInsert: { PodList() }) { $0.insert(id) } }
                 }
             }
         }
