@@ -1,0 +1,23 @@
+// swift-tools-version:6.0
+// libFuzzer targets, one per input surface (issue 7). Each target exports
+// LLVMFuzzerTestOneInput; its @main hands that to LLVMFuzzerRunDriver (SwiftPM
+// renames executables' `main`, so libFuzzer's own main cannot be used).
+// Build and run all of them with ./run.sh [seconds]; build only:
+//   swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+import PackageDescription
+
+let fuzzTargets: [(name: String, deps: [Target.Dependency])] = [
+    ("fuzz-processing-request", [.product(name: "EPPProtobuf", package: "EndpointPicker")]),
+]
+
+let package = Package(
+    name: "EPPFuzz",
+    platforms: [.macOS(.v14)],
+    dependencies: [.package(name: "EndpointPicker", path: "../..")],
+    targets: [
+        .target(name: "CFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzer"]),
+    ] + fuzzTargets.map { t in
+        .executableTarget(name: t.name, dependencies: ["FuzzSupport"] + t.deps)
+    }
+)

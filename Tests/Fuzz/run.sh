@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target and runs each for N seconds (default 30).
+#   Tests/Fuzz/run.sh [seconds] [target ...]
+# Seeds in corpus/<name>/ are read only; inputs libFuzzer discovers go to
+# .build/fuzz-work/<name>/ so the committed seeds stay small. Crash artifacts
+# land in .build/fuzz-artifacts/<name>/. Exits non-zero if any target fails.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-30}"
+shift || true
+swift="${SWIFT:-swift}"
+command -v "$swift" >/dev/null || swift=/opt/swift/usr/bin/swift
+
+nice -n 10 "$swift" build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 \
+    | grep -v "Cannot export local symbol" || true
+bin="$(nice -n 10 "$swift" build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --show-bin-path)"
+
+if [ "$#" -gt 0 ]; then targets=("$@"); else
+    mapfile -t targets < <(sed -n 's/^ *("\(fuzz-[a-z0-9-]*\)".*/\1/p' Package.swift)
+fi
+
+status=0
+printf '%-28s %12s %8s %s\n' target executions seconds result
+for t in "${targets[@]}"; do
+    name="${t#fuzz-}"
+    work=".build/fuzz-work/$name"; art=".build/fuzz-artifacts/$name"
+    mkdir -p "$work" "$art" "corpus/$name"
+    log=".build/fuzz-work/$name.log"
+    start=$(date +%s)
+    if nice -n 10 "$bin/$t" -max_total_time="$seconds" -artifact_prefix="$art/" -print_final_stats=1 \
+        "$work" "corpus/$name" >"$log" 2>&1; then result=ok; else result="FAILED (see $log)"; status=1; fi
+    elapsed=$(( $(date +%s) - start ))
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    printf '%-28s %12s %8s %s\n' "$t" "${runs:-?}" "$elapsed" "$result"
+done
+exit $status
