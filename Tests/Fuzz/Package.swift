@@ -6,8 +6,15 @@
 //   swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 import PackageDescription
 
+let picker: Target.Dependency = .product(name: "EPPPicker", package: "EndpointPicker")
 let fuzzTargets: [(name: String, deps: [Target.Dependency])] = [
     ("fuzz-processing-request", [.product(name: "EPPProtobuf", package: "EndpointPicker")]),
+    ("fuzz-request-body", [picker]),
+    ("fuzz-usage-scanner", [picker]),
+    ("fuzz-prometheus-text", [picker]),
+    ("fuzz-picker-config", [picker]),
+    ("fuzz-endpoints-file", [picker]),
+    ("fuzz-usage-expression", [picker]),
 ]
 
 let package = Package(

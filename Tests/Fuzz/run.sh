@@ -19,6 +19,8 @@ if [ "$#" -gt 0 ]; then targets=("$@"); else
     mapfile -t targets < <(sed -n 's/^ *("\(fuzz-[a-z0-9-]*\)".*/\1/p' Package.swift)
 fi
 
+# The Swift runtime's backtracer fights ASan/libFuzzer over crash signals.
+export SWIFT_BACKTRACE=enable=no
 status=0
 printf '%-28s %12s %8s %s\n' target executions seconds result
 for t in "${targets[@]}"; do
