@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs under corpus/ (spec vectors, golden-style
+bodies, deploy examples). Re-run after changing a target's input layout."""
+import os, re, textwrap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, '..', '..'))
+SPEC = '/work/shared/spec/ext-proc.md'
+C = os.path.join(HERE, 'corpus')
+
+
+def put(target, name, data):
+    os.makedirs(os.path.join(C, target), exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(C, target, name), 'wb') as f:
+        f.write(data)
+
+
+# processing-request: the Envoy->us vectors of ext-proc.md §9, plus V9 with
+# unknown fields appended (the spec asks decoders to cover that).
+if os.path.exists(SPEC):
+    spec = open(SPEC).read()
+    for vid in ['V9', 'V10', 'V11', 'V12', 'V25', 'V26', 'V27']:
+        m = re.search(r'^\| ' + vid + r' \|[^\n]*?\| `([0-9a-f]+)` \|', spec, re.M)
+        put('processing-request', 'spec-' + vid.lower(), bytes.fromhex(m.group(1)))
+    v9 = open(os.path.join(C, 'processing-request', 'spec-v9'), 'rb').read()
+    put('processing-request', 'v9-unknown-fields', v9 + bytes.fromhex('62006a020801'))
+put('processing-request', 'empty', b'')
+
+# request-body: byte 0 = APIKind index, byte 1 = replacement model length, model, body.
+kinds = ['completions', 'chat', 'responses', 'embeddings', 'conversations']
+bodies = {
+    0: [b'{"model":"m","prompt":"hello world"}',
+        b'{"model":"food-review","prompt":["a","b\\u00e9"],"stream":true,"stream_options":{"include_usage":true},"max_tokens":16}',
+        b'{"prompt":[1,2,3],"model":"m","cache_salt":"s"}'],
+    1: [b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"u"}}]}],"tools":[{"type":"function"}],"max_completion_tokens":5}'],
+    2: [b'{"model":"m","input":"hi","instructions":"be nice","tools":[{"a":1.5e3}]}',
+        b'{"model":"m","input":[{"role":"user","content":"x"}]}'],
+    3: [b'{"model":"m","input":"text"}', b'{"model":"m","input":[[1,2],[3]]}'],
+    4: [b'{"model":"m","items":[{"type":"message","role":"user","content":"hi"}]}'],
+}
+for k, bs in bodies.items():
+    for i, b in enumerate(bs):
+        put('request-body', f'{kinds[k]}-{i}', bytes([k, 3]) + b'new' + b)
+
+# usage-scanner: byte 0 bit 0 = SSE, byte 1 = number of split choices, the
+# choices, one byte whose bit 0 picks a 64-byte line cap, then the body.
+sse = (b'data: {"id":"1","choices":[{"text":"a"}]}\n\n'
+       b'data: {"id":"1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,'
+       b'"prompt_tokens_details":{"cached_tokens":3}}}\n\ndata: [DONE]\n\n')
+resp = (b'event: response.completed\ndata: {"type":"response.completed","response":{"object":"response",'
+        b'"usage":{"input_tokens":4,"output_tokens":2,"total_tokens":6}}}\n\n')
+js = (b'{"id":"x","object":"chat.completion","choices":[{"message":{"content":"hi \\"usage\\""}}],'
+      b'"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}')
+put('usage-scanner', 'sse-chat', bytes([1, 3, 10, 40, 5, 0]) + sse)
+put('usage-scanner', 'sse-responses', bytes([1, 2, 7, 30, 0]) + resp)
+put('usage-scanner', 'json-chat', bytes([0, 2, 20, 3, 0]) + js)
+put('usage-scanner', 'json-responses', bytes([0, 0, 0]) +
+    b'{"object":"response","usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3,"input_tokens_details":{"cached_tokens":1}}}')
+
+# prometheus-text: vLLM-style exposition with escapes, +Inf, NaN, CRLF, timestamps.
+put('prometheus-text', 'vllm', '''# HELP vllm:num_requests_running Number of requests currently running on GPU.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 3.0
+vllm:num_requests_waiting{model_name="m"} 0
+vllm:gpu_cache_usage_perc{model_name="m"} 0.25
+vllm:kv_cache_usage_perc{model_name="m",engine="0"} 2.5e-01
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="a,b",waiting_lora_adapters=""} 1.7e+09
+vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1
+x_total{a="q\\"u\\\\o\\nte",} +Inf 1700000000000
+nan_metric NaN\r
+neg -Inf
+''')
+put('prometheus-text', 'empty', '')
+
+# endpoints-file and picker-config: the deploy examples (ConfigMaps unwrapped).
+put('endpoints-file', 'example', open(os.path.join(ROOT, 'deploy/examples/endpoints.yaml'), 'rb').read())
+put('endpoints-file', 'json', '{"endpoints":[{"name":"a","address":"10.0.0.1","port":8000,"labels":{"role":"decode"}},'
+    '{"name":"b","namespace":"ns","address":"10.0.0.2","port":8001}]}')
+put('picker-config', 'prefix-heavy', open(os.path.join(ROOT, 'deploy/examples/prefix-heavy.yaml'), 'rb').read())
+for path, name in [('deploy/kubernetes/base/epp-config.yaml', 'epp-config'),
+                   ('deploy/kubernetes/overlays/demo/epp-config-pd.yaml', 'epp-config-pd')]:
+    text = open(os.path.join(ROOT, path)).read()
+    m = re.search(r'config\.yaml: \|\n((?:    .*\n|\s*\n)+)', text)
+    put('picker-config', name, textwrap.dedent(m.group(1)))
+
+# usage-expression: byte 0 = expression length, expression, usage JSON.
+usage = b'{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":3}}'
+exprs = [b'usage.prompt_tokens + usage.completion_tokens * 2',
+         b'has(usage.prompt_tokens_details) ? usage.prompt_tokens_details.cached_tokens : 0',
+         b'double(usage.total_tokens) / 3.0 >= 1.5 && !(usage.prompt_tokens == 4) || false',
+         b'int("x") % 0', b'null != "s\\"q"']
+for i, e in enumerate(exprs):
+    put('usage-expression', f'expr-{i}', bytes([len(e)]) + e + usage)
