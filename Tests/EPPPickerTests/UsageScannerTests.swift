@@ -137,6 +137,21 @@ private func allSplits(_ mode: UsageScanner.Mode, _ text: String, expect: Usage?
         #expect(s3.droppedLines == 1)
     }
 
+    @Test func oversizedLineDroppedWhetherWholeOrSplit() {
+        // fuzz finding: a usage line over the cap counted when it arrived in one chunk, dropped when split
+        let line = Array(("data: {\"pad\":\"" + String(repeating: "x", count: 100)
+            + "\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n").utf8)
+        var whole = UsageScanner(mode: .sse, maxLineBytes: 64)
+        whole.feed(line)
+        var split = UsageScanner(mode: .sse, maxLineBytes: 64)
+        split.feed(Array(line[..<10]))
+        split.feed(Array(line[10...]))
+        #expect(whole.finish() == nil)
+        #expect(split.finish() == nil)
+        #expect(whole.droppedLines == 1)
+        #expect(split.droppedLines == 1)
+    }
+
     @Test func garbageNeverCrashes() {
         var rng = SystemRandomNumberGenerator()
         let alphabet = Array("data: {}[]\"usage\\:,0123456789\n\r[DONE]prompt_tokens".utf8)

@@ -166,7 +166,13 @@ public struct UsageScanner: Sendable {
             if discardingLine {
                 discardingLine = false
             } else if pending.isEmpty {
-                processLine(UnsafeBufferPointer(rebasing: b[i..<j]))
+                // Same cap as for a buffered line, so the outcome does not
+                // depend on where the chunks were split (found by fuzzing).
+                if j - i > maxLineBytes {
+                    droppedLines += 1
+                } else {
+                    processLine(UnsafeBufferPointer(rebasing: b[i..<j]))
+                }
             } else if pending.count + (j - i) > maxLineBytes {
                 droppedLines += 1
                 pending.removeAll(keepingCapacity: false)
