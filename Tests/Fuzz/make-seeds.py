@@ -94,3 +94,26 @@ exprs = [b'usage.prompt_tokens + usage.completion_tokens * 2',
          b'int("x") % 0', b'null != "s\\"q"']
 for i, e in enumerate(exprs):
     put('usage-expression', f'expr-{i}', bytes([len(e)]) + e + usage)
+
+# extproc-stream: byte 0 = body limit (64 + 16*b), byte 1 = chunk size - 1, then ops
+# (op%8: 0 raw, 1 request_headers, 2 request_body, 3 request_trailers,
+# 4 response_headers, 5 response_body, 6 response_trailers, 7 half-close).
+def le16(n):
+    return bytes([n & 0xff, n >> 8])
+def body_op(op, eos, data):
+    return bytes([op, 1 if eos else 0]) + le16(len(data)) + data
+req = b'{"model":"m","prompt":"hello world, a prompt long enough to be re-chunked"}'
+sse_resp = (b'data: {"choices":[{"text":"a"}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,'
+            b'"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n')
+put('extproc-stream', 'completion-sse',
+    bytes([40, 15]) + bytes([1, 2, 0, 7]) + body_op(2, False, req[:20]) + body_op(2, True, req[20:])
+    + bytes([4, 1, 0, 0]) + body_op(5, False, sse_resp[:40]) + body_op(5, True, sse_resp[40:]) + bytes([6, 7]))
+chat = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false}'
+put('extproc-stream', 'chat-trailers',
+    bytes([40, 200]) + bytes([1, 0, 1]) + body_op(2, False, chat) + bytes([3]) + bytes([4, 0, 0, 0])
+    + body_op(5, True, b'{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'))
+put('extproc-stream', 'header-only', bytes([0, 0]) + bytes([1, 1, 5]) + bytes([4, 0, 0, 1]) + bytes([7]))
+put('extproc-stream', 'too-large', bytes([0, 0]) + bytes([1, 0, 0]) + body_op(2, True, b'x' * 100))
+put('extproc-stream', 'raw-v9-v10', bytes([40, 10]) + bytes([0, 55]) + bytes.fromhex(
+    '122d0a2b0a180a053a706174681a0f2f76312f636f6d706c6574696f6e730a0f0a073a6d6574686f641a04504f535442005a0408041004')
+    + bytes([0, 19]) + bytes.fromhex('220f0a0d7b226d6f64656c223a226d227d4200'))
