@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Question: what does the shared Redis prefix index cost per decision?
 
-1. Lookup cost against a loopback redis-server for 16/64/256 request blocks × 8/64/256 candidate pods: the exact
-   Lua scripts epp runs (read from RedisPrefixScripts.swift; epp is asked `SCRIPT EXISTS` to prove they are the
-   same bytes) driven from Python, one round trip per lookup. Reports the round trip seen by this Python client
-   (p50/p99: an upper bound, the client adds its own µs) and Redis CPU per call (`INFO commandstats`
-   usec_per_call of EVALSHA), plus the record script (decode + prefill, blocks already held: refresh only).
+1. Lookup cost against a loopback redis-server for 16/64/256 request blocks × 8/64/256 candidate pods: the
+   `MGET` of the block keys epp sends (the walk for each candidate's run happens in epp; this script repeats it
+   to check the index contents), one round trip per lookup, and the exact Lua record script epp runs (read from
+   RedisPrefixScripts.swift; epp is asked `SCRIPT EXISTS` to prove they are the same bytes). Reports the round
+   trip seen by this Python client (p50/p99: an upper bound, the client adds its own µs) and Redis time per call
+   (`INFO commandstats` usec_per_call), plus the record script (decode + prefill, blocks already held: refresh
+   only, or a new chain).
    Index contents per cell: every candidate holds the first quarter of the chain (a shared system prompt) and
    its own continuation; two candidates hold the whole request (a full hit for them).
 2. Decisions/s of the release `epp` (one worker, h2load direct, 4 KB completions body = 64 blocks, 4 endpoints)
-   with the in-process index vs `--redis-url` (every decision: one lookup EVALSHA, one record EVALSHA), with
+   with the in-process index vs `--redis-url` (every decision: one lookup MGET; records at most once a second
+   per pod and chain), with
    epp's own Redis lookup round trip (histogram) and Redis CPU per decision.
 Usage: benchmarks/bench_redis_index.py [--quick]
 """
@@ -41,7 +44,7 @@ def lua_scripts():
     src = open(SCRIPTS).read()
     helpers = swift_literal(src, "private static let helpers")
     return {name: helpers + swift_literal(src, f"static let {name} = RedisScript(helpers +")
-            for name in ("lookup", "record", "prune")}
+            for name in ("record", "prune")}
 
 
 class Resp:
@@ -82,10 +85,29 @@ class Resp:
         return self.read()
 
 
-def evalsha_usec_per_call(r):
+def usec_per_call(r, command="evalsha"):
     info = r.call("INFO", "commandstats").decode()
-    m = re.search(r"cmdstat_evalsha:calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)", info)
+    m = re.search(r"cmdstat_" + command + r":calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)", info)
     return (int(m.group(1)), int(m.group(2)), float(m.group(3))) if m else (0, 0, 0.0)
+
+
+def evalsha_usec_per_call(r):
+    return usec_per_call(r, "evalsha")
+
+
+def runs_of(values, pods):
+    """The walk epp does over an MGET reply: per candidate, blocks held from the first without a gap."""
+    counts, alive = [0] * len(pods), list(range(len(pods)))
+    for v in values:
+        if v is None:
+            break
+        held = {v[i:i + 8] for i in range(0, len(v), 8)}
+        alive = [a for a in alive if pods[a] in held]
+        for a in alive:
+            counts[a] += 1
+        if not alive:
+            break
+    return counts
 
 
 def redis_cpu(r):
@@ -117,10 +139,9 @@ def lookup_cost(port, shas, blocks, cands, iterations):
         own = chain if i < 2 else chain[:shared] + [rnd.randbytes(8) for _ in range(blocks - shared)]
         record(own, [p])
     keys = [ns + b":b:" + h for h in chain]
-    lookup = Resp.encode("EVALSHA", shas["lookup"], len(keys), *keys, b"".join(pods))
-    reply = r.call("EVALSHA", shas["lookup"], len(keys), *keys, b"".join(pods))
-    runs = dict(zip(reply[0::2], reply[1::2]))   # candidate index (1-based) → run
-    assert runs == {i + 1: (blocks if i < 2 else shared) for i in range(cands)}, reply[:8]
+    lookup = Resp.encode("MGET", *keys)
+    runs = runs_of(r.call("MGET", *keys), pods)
+    assert runs == [blocks if i < 2 else shared for i in range(cands)], runs[:8]
     for _ in range(50):   # warm-up
         r.s.sendall(lookup)
         r.read()
@@ -133,7 +154,7 @@ def lookup_cost(port, shas, blocks, cands, iterations):
         r.read()
         rtts.append(time.perf_counter() - t0)
     lookup_cpu = (redis_cpu(r) - cpu0) / iterations * 1e6
-    _, _, lookup_usec = evalsha_usec_per_call(r)
+    _, _, lookup_usec = usec_per_call(r, "mget")
     r.call("CONFIG", "RESETSTAT")
     for _ in range(max(50, iterations // 4)):
         record(chain, pods[:2])   # decode + prefill hold every block (not told so): recency refreshed, nothing written
@@ -142,24 +163,17 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     for _ in range(max(50, iterations // 4)):
         record([rnd.randbytes(8) for _ in range(blocks)], pods[:2])   # a new chain: every entry written
     _, _, new_usec = evalsha_usec_per_call(r)
-    # Calibration: an empty script with the same arguments (what this machine charges for EVALSHA itself).
+    # Calibration: an empty script with the same keys (what this machine charges for EVALSHA itself).
     empty = r.call("SCRIPT", "LOAD", "return 1").decode()
     r.call("CONFIG", "RESETSTAT")
-    call = Resp.encode("EVALSHA", empty, len(keys), *keys, b"".join(pods))
+    call = Resp.encode("EVALSHA", empty, len(keys), *keys)
     for _ in range(iterations):
         r.s.sendall(call)
         r.read()
     _, _, empty_usec = evalsha_usec_per_call(r)
-    # For comparison: the same keys with a plain MGET (no script, no early stop; the client would walk them).
-    r.call("CONFIG", "RESETSTAT")
-    mget = Resp.encode("MGET", *keys)
-    for _ in range(iterations):
-        r.s.sendall(mget)
-        r.read()
-    m = re.search(r"cmdstat_mget:calls=\d+,usec=\d+,usec_per_call=([\d.]+)", r.call("INFO", "commandstats").decode())
     rtts.sort()
     return (rtts[len(rtts) // 2] * 1e6, rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e6, lookup_usec, lookup_cpu,
-            held_usec, new_usec, float(m.group(1)), empty_usec)
+            held_usec, new_usec, empty_usec)
 
 
 def histogram_quantile(metrics_port, name, q):
@@ -205,6 +219,7 @@ def decisions(port, quick):
             if decided != res["succeeded"] or res["failed"]:
                 raise SystemExit(f"{name}: {res['succeeded']} ok, {res['failed']} failed, {decided} decisions")
             calls, usec, _ = evalsha_usec_per_call(r)
+            mgets, mget_usec, _ = usec_per_call(r, "mget")
             fb = {k: v - fb0.get(k, 0) for k, v in harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").items()
                   if v - fb0.get(k, 0)}
             reasons = ", ".join(f"{k.split(chr(34))[1]} {int(v)}" for k, v in fb.items())
@@ -212,11 +227,12 @@ def decisions(port, quick):
             p99 = histogram_quantile(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds", 0.99)
             rtt = "–" if name == "local index" else f"≤ {p50 * 1e6:.0f} / ≤ {p99 * 1e6:.0f}"
             rows.append(f"| {name} | {clients * streams} | {res['rps']:.0f} | {cpu / decided * 1e6:.2f} | {rtt} | "
-                        f"{usec / max(decided, 1):.1f} ({calls / max(decided, 1):.2f} EVALSHA) | "
+                        f"{(usec + mget_usec) / max(decided, 1):.1f} ({mgets / max(decided, 1):.2f} MGET, "
+                        f"{calls / max(decided, 1):.2f} EVALSHA) | "
                         f"{int(sum(fb.values()))} {reasons} | {res['succeeded']} |")
             if name == "redis index":   # the scripts benchmarked in part 1 are the ones epp loaded
                 shas = lua_shas()
-                assert r.call("SCRIPT", "EXISTS", *shas.values()) == [1, 1, 1], "script source mismatch"
+                assert r.call("SCRIPT", "EXISTS", *shas.values()) == [1] * len(shas), "script source mismatch"
         finally:
             epp.stop()
     return rows
@@ -237,14 +253,14 @@ def main():
         shas = {k: r.call("SCRIPT", "LOAD", v).decode() for k, v in lua_scripts().items()}
         assert shas == lua_shas()
         iterations = 300 if args.quick else 3000
-        lines = ["| blocks | candidates | lookup RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
-                 "| record usec_per_call, 2 pods: held / new chain | plain MGET usec_per_call (no script) "
-                 "| empty script, same args, usec_per_call |", "|---|---|---|---|---|---|---|---|---|"]
+        lines = ["| blocks | candidates | lookup (MGET) RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
+                 "| record usec_per_call, 2 pods: held / new chain | empty script, same keys, usec_per_call |",
+                 "|---|---|---|---|---|---|---|---|"]
         for blocks in (16, 64, 256):
             for cands in (8, 64, 256):
-                p50, p99, lu, cpu, held, new, mget, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
+                p50, p99, lu, cpu, held, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
                 lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} | {held:.1f} / {new:.1f} "
-                             f"| {mget:.1f} | {empty:.1f} |")
+                             f"| {empty:.1f} |")
                 print(lines[-1], flush=True)
         lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
                   "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]

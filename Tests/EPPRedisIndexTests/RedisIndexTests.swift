@@ -285,3 +285,28 @@ final class RedisIndexTestServer: @unchecked Sendable {
 
     deinit { stop() }
 }
+
+/// The client-side walk of an `MGET` lookup reply (no Redis needed).
+@Suite struct ConsecutiveRunsTests {
+    func value(_ ids: [UInt64]) -> RedisReply {
+        var b: [UInt8] = []
+        for id in ids { withUnsafeBytes(of: id.littleEndian) { b.append(contentsOf: $0) } }
+        return .string(b)
+    }
+
+    @Test func runsFromTheFirstBlockStopAtGapsAndAtTheFirstUnheldBlock() {
+        let (a, b, c, d): (UInt64, UInt64, UInt64, UInt64) = (0xA, 0xB, 0xC0FFEE << 20, 0xD)
+        let reply: [RedisReply] = [value([a, b, c]), value([a, c]), value([c]), value([b, c]), .null, value([a, b, c, d])]
+        // a: 2 (gap at block 3), b: 1 (gap at block 2; holding block 4 again does not count), c: 4, d: 0
+        #expect(RedisPrefixIndex.consecutiveRuns(reply, candidateIDs: [a, b, c, d]) == [2, 1, 4, 0])
+        #expect(RedisPrefixIndex.consecutiveRuns([.null, value([a])], candidateIDs: [a]) == [0])
+        #expect(RedisPrefixIndex.consecutiveRuns([], candidateIDs: [a, b]) == [0, 0])
+        #expect(RedisPrefixIndex.consecutiveRuns([value([a])], candidateIDs: []) == [])
+    }
+
+    @Test func malformedRepliesAreRejected() {
+        #expect(RedisPrefixIndex.consecutiveRuns([.string([1, 2, 3])], candidateIDs: [1]) == nil)
+        #expect(RedisPrefixIndex.consecutiveRuns([.integer(1)], candidateIDs: [1]) == nil)
+        #expect(RedisPrefixIndex.consecutiveRuns([.error("ERR x")], candidateIDs: [1]) == nil)
+    }
+}

@@ -23,7 +23,11 @@ import Synchronization
 ///  - `<redisKeyPrefix>namespaces` SET — every `ns`, so prune finds every model.
 /// Memory: per (block, pod) entry 8 bytes in the block value + one ZSET member (≈ 80–100 B in a skiplist
 /// ZSET); per block one STRING key (≈ 90 B with its name). Bounded by Σ pods × models × capacity entries.
-/// Scripts: `RedisPrefixScripts` (lookup, record, prune).
+/// Lookup is one plain `MGET` of the request's block keys; epp walks the values (`consecutiveRuns`). Measured
+/// on the development VM (RESULTS.md): 13 µs of Redis time at 64 blocks against 60 µs for a Lua script that
+/// walked them server-side with an early stop — moving each value into Lua costs more than Redis reading a
+/// key nobody holds, so the early stop is done in epp. Records and prunes are Lua scripts
+/// (`RedisPrefixScripts`): they must read-modify-write atomically.
 public final class RedisPrefixIndex: Sendable {
     public struct Options: Sendable {
         /// Deadline of one Redis command; a command past it resets the connection (a stalled Redis). The
@@ -50,6 +54,40 @@ public final class RedisPrefixIndex: Sendable {
         self.options = options
         metrics = RedisPrefixIndexMetrics(registry: registry)
         clientMetrics = RedisClientMetrics(registry: registry, prefix: "epp_prefix_index_redis_client")
+    }
+
+    /// kv-index.md §1.4 over an `MGET` reply (block values in chain order; a value is the holders' 8-byte
+    /// ids): per candidate, the number of blocks from the first that it holds without a gap. The walk stops at
+    /// the first block nobody holds (nil) or when no candidate is still in its run. nil for a malformed reply
+    /// (not a string/nil, or a length that is not a multiple of 8).
+    static func consecutiveRuns(_ values: [RedisReply], candidateIDs ids: [UInt64]) -> [Int]? {
+        var counts = [Int](repeating: 0, count: ids.count)
+        var alive = Array(ids.indices)
+        walk: for v in values {
+            let bytes: [UInt8]
+            switch v {
+            case .string(let b): bytes = b
+            case .null: break walk
+            default: return nil
+            }
+            guard bytes.count % 8 == 0 else { return nil }
+            var kept = 0
+            bytes.withUnsafeBytes { raw in
+                for i in 0..<alive.count {
+                    let a = alive[i]
+                    var held = false
+                    var off = 0
+                    while off < raw.count {
+                        if UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: off, as: UInt64.self)) == ids[a] { held = true; break }
+                        off += 8
+                    }
+                    if held { alive[kept] = a; kept += 1; counts[a] += 1 }
+                }
+            }
+            alive.removeLast(alive.count - kept)
+            if alive.isEmpty { break }
+        }
+        return counts
     }
 
     /// Creates `loop`'s connection (once) and starts connecting on the loop. Any thread.
@@ -108,7 +146,6 @@ public final class RedisPrefixIndex: Sendable {
         private var metrics: RedisPrefixIndexMetrics { index.metrics }
         private var encoder = RESPEncoder(capacity: 16 * 1024)
         private var keyScratch: [UInt8] = []
-        private var idScratch: [UInt8] = []
         /// (pod, last block of a chain) → when this lane last recorded that chain for that pod; it is not recorded
         /// again within `refreshIntervalNanos` (cleared on reconnect: Redis may have restarted empty).
         private var refreshed: [UInt64: UInt64] = [:]
@@ -128,14 +165,15 @@ public final class RedisPrefixIndex: Sendable {
         private var expiredInFlight = 0
         static let maxExpiredInFlight = 64
         private var nextSeq: UInt64 = 1
-        private let lookupSHA: [UInt8], recordSHA: [UInt8], pruneSHA: [UInt8]
+        private let recordSHA: [UInt8], pruneSHA: [UInt8]
 
         struct PendingLookup {
             var seq: UInt64
             var start: UInt64
             var deadline: UInt64
             var blocks: Int
-            var candidates: Int
+            /// Pod ids of the candidates, in order (the walk of the reply matches them).
+            var candidateIDs: [UInt64]
             var done: ((Result<[Int], Fallback>) -> Void)?
         }
 
@@ -148,7 +186,6 @@ public final class RedisPrefixIndex: Sendable {
             config.reconnectMinDelayNanos = index.options.reconnectMinDelayNanos
             config.reconnectMaxDelayNanos = index.options.reconnectMaxDelayNanos
             client = RedisClient(loop: loop, url: index.url, configuration: config, metrics: index.clientMetrics)
-            lookupSHA = Array(RedisPrefixScripts.lookup.sha1.utf8)
             recordSHA = Array(RedisPrefixScripts.record.sha1.utf8)
             pruneSHA = Array(RedisPrefixScripts.prune.sha1.utf8)
             for s in RedisPrefixScripts.all { client.preload(s) }
@@ -170,7 +207,7 @@ public final class RedisPrefixIndex: Sendable {
 
         // MARK: lookup
 
-        /// Sends one `EVALSHA` lookup of `hashes` for `candidates`; `done` runs later on this loop exactly once:
+        /// Sends one `MGET` of the block keys of `hashes` for `candidates`; `done` runs later on this loop exactly once:
         /// per-candidate consecutive match counts, or `.budget` when no reply came within `budgetNanos`, or
         /// `.error` (error reply, lost connection). Returns false (and never calls `done`) when nothing could be
         /// sent (not connected): the caller answers from the local index at once.
@@ -179,14 +216,10 @@ public final class RedisPrefixIndex: Sendable {
             guard canLookup, !hashes.isEmpty, !candidates.isEmpty else { return false }
             let ns = namespace(keyPrefix, model)
             encoder.reset()
-            encoder.beginCommand(argumentCount: 4 + hashes.count)
-            encoder.append(argument: "EVALSHA")
-            encoder.append(argument: lookupSHA)
-            encoder.append(argument: hashes.count)
+            encoder.beginCommand(argumentCount: 1 + hashes.count)
+            encoder.append(argument: "MGET")
             appendBlockKeys(ns, hashes)
-            idScratch.removeAll(keepingCapacity: true)
-            for e in candidates { withUnsafeBytes(of: podID(e).littleEndian) { idScratch.append(contentsOf: $0) } }
-            encoder.append(argument: idScratch)
+            let ids = candidates.map { podID($0) }
             let seq = nextSeq
             var synchronous = true
             var refused = false
@@ -201,7 +234,7 @@ public final class RedisPrefixIndex: Sendable {
             let now = EventLoop.now()
             let deadline = now &+ budgetNanos
             pending.append(PendingLookup(seq: seq, start: now, deadline: deadline, blocks: hashes.count,
-                                         candidates: candidates.count, done: done))
+                                         candidateIDs: ids, done: done))
             if timer == nil || deadline < timerDeadline { armTimer(deadline, now) }
             return true
         }
@@ -218,21 +251,8 @@ public final class RedisPrefixIndex: Sendable {
                 return
             }
             metrics.lookupLatency.observe(nanoseconds: EventLoop.now() &- pending[pendingHead].start)
-            if case .success(.array(let items)) = result, items.count % 2 == 0 {
-                // {candidate index (1-based), run, …} for runs > 0
-                let m = pending[pendingHead].candidates
-                var counts = [Int](repeating: 0, count: m)
-                var valid = true
-                var i = 0
-                while i < items.count {
-                    guard case .integer(let c) = items[i], case .integer(let run) = items[i + 1], c >= 1, c <= m else {
-                        valid = false
-                        break
-                    }
-                    counts[Int(c) - 1] = Int(run)
-                    i += 2
-                }
-                if valid {
+            if case .success(.array(let items)) = result, items.count == pending[pendingHead].blocks {
+                if let counts = RedisPrefixIndex.consecutiveRuns(items, candidateIDs: pending[pendingHead].candidateIDs) {
                     let blocks = pending[pendingHead].blocks
                     let best = counts.max() ?? 0
                     metrics.hitRatio.observe(blocks > 0 ? Double(best) / Double(blocks) : 0)

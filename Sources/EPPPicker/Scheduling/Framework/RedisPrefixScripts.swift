@@ -1,7 +1,7 @@
 import EPPRedis
 
-/// Lua scripts of the Redis prefix index (layout: `RedisPrefixIndex.swift`). Each runs as one `EVALSHA`
-/// (one round trip, atomic). Pod ids and block hashes are 8 raw bytes; a block value is the concatenation
+/// Lua scripts of the Redis prefix index (layout: `RedisPrefixIndex.swift`): the writes, which must
+/// read-modify-write atomically. Each runs as one `EVALSHA` (one round trip). Lookups are a plain `MGET`. Pod ids and block hashes are 8 raw bytes; a block value is the concatenation
 /// of the ids of the pods holding it, so membership is a plain `string.find` at an 8-byte-aligned offset.
 enum RedisPrefixScripts {
     /// Shared helpers. `drop_all` cuts `id` out of the values of the blocks `members` (hashes; keys are
@@ -43,70 +43,6 @@ enum RedisPrefixScripts {
     end
 
     """
-
-    /// KEYS = block keys in chain order; ARGV[1] = the candidates' pod ids, concatenated. Returns
-    /// {candidate index (1-based), run, …} for every candidate whose run — the number of blocks, from the first,
-    /// it holds without a gap — is > 0. Only holders of the first block can have a run, so the work follows the
-    /// holders, not the candidate count. The walk stops as soon as no candidate is still in its run, and
-    /// reads block values in growing MGET chunks (8, 32, 128, …) so a cold prefix costs one short MGET. Runs of
-    /// blocks with the identical holder string (a chain recorded together) cost O(1) each.
-    static let lookup = RedisScript(helpers + """
-    local cands = ARGV[1]
-    local function candidate(id)
-      local s = 1
-      while true do
-        local i = string.find(cands, id, s, true)
-        if not i then return nil end
-        if i % 8 == 1 then return (i + 7) / 8 end
-        s = i + 1
-      end
-    end
-    local n = #KEYS
-    local ids, idx, runs, out = {}, {}, {}, {}
-    local nalive, nout = 0, 0
-    local pos, chunk = 1, 8
-    local prev, same, stop = nil, 0, false
-    while pos <= n and not stop do
-      local last = pos + chunk - 1
-      if last > n then last = n end
-      local vals = redis.call('MGET', unpack(KEYS, pos, last))
-      for j = 1, #vals do
-        local v = vals[j]
-        if not v then stop = true; break end
-        if v == prev then
-          same = same + 1
-        elseif prev == nil then
-          local seen = {}
-          for i = 1, #v, 8 do
-            local x = string.sub(v, i, i + 7)
-            local c = candidate(x)
-            if c and not seen[c] then
-              seen[c] = true
-              nalive = nalive + 1; ids[nalive] = x; idx[nalive] = c; runs[nalive] = 1
-            end
-          end
-          prev = v
-          if nalive == 0 then stop = true; break end
-        else
-          local k = 0
-          for a = 1, nalive do
-            local r = runs[a] + same
-            if holds(v, ids[a]) then
-              k = k + 1; ids[k] = ids[a]; idx[k] = idx[a]; runs[k] = r + 1
-            else
-              out[nout + 1] = idx[a]; out[nout + 2] = r; nout = nout + 2
-            end
-          end
-          nalive, same, prev = k, 0, v
-          if k == 0 then stop = true; break end
-        end
-      end
-      pos = last + 1
-      chunk = chunk * 4
-    end
-    for a = 1, nalive do out[nout + 1] = idx[a]; out[nout + 2] = runs[a] + same; nout = nout + 2 end
-    return out
-    """)
 
     /// KEYS = n block keys (chain order), then p recency ZSETs (one per pod), then the namespace's pod registry
     /// HASH. ARGV = n, p, then per pod: id, capacity, name, known (this request's Redis lookup found the pod
@@ -182,5 +118,5 @@ enum RedisPrefixScripts {
     return {pods, entries}
     """)
 
-    static let all = [lookup, record, prune]
+    static let all = [record, prune]
 }
