@@ -23,6 +23,8 @@ let package = Package(
         // For the benchmark packages under benchmarks/.
         .library(name: "EPPPicker", targets: ["EPPPicker"]),
         .library(name: "EPPProtobuf", targets: ["EPPProtobuf"]),
+        // For the fuzz targets under Tests/Fuzz.
+        .library(name: "EPPGRPC", targets: ["EPPGRPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

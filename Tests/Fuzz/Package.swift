@@ -15,6 +15,7 @@ let fuzzTargets: [(name: String, deps: [Target.Dependency])] = [
     ("fuzz-picker-config", [picker]),
     ("fuzz-endpoints-file", [picker]),
     ("fuzz-usage-expression", [picker]),
+    ("fuzz-grpc-framing", [.product(name: "EPPGRPC", package: "EndpointPicker")]),
     ("fuzz-extproc-stream", [picker, .product(name: "EPPProtobuf", package: "EndpointPicker")]),
 ]
 

@@ -117,3 +117,12 @@ put('extproc-stream', 'too-large', bytes([0, 0]) + bytes([1, 0, 0]) + body_op(2,
 put('extproc-stream', 'raw-v9-v10', bytes([40, 10]) + bytes([0, 55]) + bytes.fromhex(
     '122d0a2b0a180a053a706174681a0f2f76312f636f6d706c6574696f6e730a0f0a073a6d6574686f641a04504f535442005a0408041004')
     + bytes([0, 19]) + bytes.fromhex('220f0a0d7b226d6f64656c223a226d227d4200'))
+
+# grpc-framing: bytes 0-1 = max message size (LE), byte 2 = split-choice count,
+# the choices, then the stream: V9 and V10 framed, back to back, split.
+v9 = bytes.fromhex('122d0a2b0a180a053a706174681a0f2f76312f636f6d706c6574696f6e730a0f0a073a6d6574686f641a04504f535442005a0408041004')
+v10 = bytes.fromhex('220f0a0d7b226d6f64656c223a226d227d4200')
+framed = b''.join(b'\x00' + len(m).to_bytes(4, 'big') + m for m in [v9, v10, b''])
+put('grpc-framing', 'two-messages-split', le16(1024) + bytes([3, 2, 60, 0]) + framed)
+put('grpc-framing', 'compressed', le16(1024) + bytes([1, 3]) + b'\x01\x00\x00\x00\x02ab')
+put('grpc-framing', 'too-large', le16(4) + bytes([0]) + b'\x00\x00\x00\x00\x05hello')
