@@ -25,6 +25,8 @@ let package = Package(
         .library(name: "EPPProtobuf", targets: ["EPPProtobuf"]),
         // For the fuzz targets under Tests/Fuzz.
         .library(name: "EPPGRPC", targets: ["EPPGRPC"]),
+        .library(name: "EPPHTTP2", targets: ["EPPHTTP2"]),
+        .library(name: "EPPEventLoop", targets: ["EPPEventLoop"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

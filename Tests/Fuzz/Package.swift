@@ -16,6 +16,9 @@ let fuzzTargets: [(name: String, deps: [Target.Dependency])] = [
     ("fuzz-endpoints-file", [picker]),
     ("fuzz-usage-expression", [picker]),
     ("fuzz-grpc-framing", [.product(name: "EPPGRPC", package: "EndpointPicker")]),
+    ("fuzz-http2-server", [picker, .product(name: "EPPGRPC", package: "EndpointPicker"),
+                           .product(name: "EPPHTTP2", package: "EndpointPicker"),
+                           .product(name: "EPPEventLoop", package: "EndpointPicker")]),
     ("fuzz-extproc-stream", [picker, .product(name: "EPPProtobuf", package: "EndpointPicker")]),
 ]
 

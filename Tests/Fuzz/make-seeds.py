@@ -126,3 +126,22 @@ framed = b''.join(b'\x00' + len(m).to_bytes(4, 'big') + m for m in [v9, v10, b''
 put('grpc-framing', 'two-messages-split', le16(1024) + bytes([3, 2, 60, 0]) + framed)
 put('grpc-framing', 'compressed', le16(1024) + bytes([1, 3]) + b'\x01\x00\x00\x00\x02ab')
 put('grpc-framing', 'too-large', le16(4) + bytes([0]) + b'\x00\x00\x00\x00\x05hello')
+
+# http2-server: byte 0 bit 0 = prepend the client preface, byte 1 = split-choice
+# count, the choices, then HTTP/2 frames (HPACK literals without indexing).
+def frame(ftype, flags, stream, payload):
+    return len(payload).to_bytes(3, 'big') + bytes([ftype, flags]) + stream.to_bytes(4, 'big') + payload
+def hpack_literal(name, value):
+    return bytes([0x00, len(name)]) + name + bytes([len(value)]) + value
+def grpc(m):
+    return b'\x00' + len(m).to_bytes(4, 'big') + m
+headers = b''.join(hpack_literal(n, v) for n, v in [
+    (b':method', b'POST'), (b':scheme', b'http'), (b':path', b'/envoy.service.ext_proc.v3.ExternalProcessor/Process'),
+    (b':authority', b'epp'), (b'content-type', b'application/grpc'), (b'te', b'trailers')])
+settings = frame(4, 0, 0, b'')
+settings_ack = frame(4, 1, 0, b'')
+call = frame(1, 4, 1, headers) + frame(0, 0, 1, grpc(v9)) + frame(0, 1, 1, grpc(v10))
+put('http2-server', 'extproc-call', bytes([1, 2, 30, 100]) + settings + settings_ack + call)
+put('http2-server', 'ping-goaway', bytes([1, 0]) + settings + frame(6, 0, 0, b'12345678') + frame(7, 0, 0, bytes(8)))
+put('http2-server', 'rst-stream', bytes([1, 0]) + settings + frame(1, 4, 1, headers) + frame(3, 0, 1, bytes([0, 0, 0, 8])))
+put('http2-server', 'no-preface', bytes([0, 0]) + b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
