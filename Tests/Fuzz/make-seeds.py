@@ -107,7 +107,7 @@ sse_resp = (b'data: {"choices":[{"text":"a"}]}\n\ndata: {"choices":[],"usage":{"
             b'"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n')
 put('extproc-stream', 'completion-sse',
     bytes([40, 15]) + bytes([1, 2, 0, 7]) + body_op(2, False, req[:20]) + body_op(2, True, req[20:])
-    + bytes([4, 1, 0, 0]) + body_op(5, False, sse_resp[:40]) + body_op(5, True, sse_resp[40:]) + bytes([6, 7]))
+    + bytes([4, 1, 0, 0]) + body_op(5, False, sse_resp[:40]) + body_op(5, False, sse_resp[40:]) + bytes([6, 7]))
 chat = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false}'
 put('extproc-stream', 'chat-trailers',
     bytes([40, 200]) + bytes([1, 0, 1]) + body_op(2, False, chat) + bytes([3]) + bytes([4, 0, 0, 0])
