@@ -140,7 +140,10 @@ headers = b''.join(hpack_literal(n, v) for n, v in [
     (b':authority', b'epp'), (b'content-type', b'application/grpc'), (b'te', b'trailers')])
 settings = frame(4, 0, 0, b'')
 settings_ack = frame(4, 1, 0, b'')
-call = frame(1, 4, 1, headers) + frame(0, 0, 1, grpc(v9)) + frame(0, 1, 1, grpc(v10))
+prompt_body = b'{"model":"m","prompt":"hello"}'
+body_eos = b'\x0a' + bytes([len(prompt_body)]) + prompt_body + b'\x10\x01'
+v_body = b'\x22' + bytes([len(body_eos)]) + body_eos        # request_body{body, end_of_stream:true}
+call = frame(1, 4, 1, headers) + frame(0, 0, 1, grpc(v9)) + frame(0, 0, 1, grpc(v_body)) + frame(0, 1, 1, b'')
 put('http2-server', 'extproc-call', bytes([1, 2, 30, 100]) + settings + settings_ack + call)
 put('http2-server', 'ping-goaway', bytes([1, 0]) + settings + frame(6, 0, 0, b'12345678') + frame(7, 0, 0, bytes(8)))
 put('http2-server', 'rst-stream', bytes([1, 0]) + settings + frame(1, 4, 1, headers) + frame(3, 0, 1, bytes([0, 0, 0, 8])))
