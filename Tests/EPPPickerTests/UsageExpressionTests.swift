@@ -51,6 +51,25 @@ import Testing
         do { _ = try UsageExpression("usage.a + $") } catch { #expect(error.description.hasPrefix("column 11")) }
     }
 
+    @Test func deepOrLongExpressionsAreErrorsNotCrashes() throws {
+        // fuzz finding: 200k nested parentheses or `!` overflowed the parser's stack
+        for deep in [String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200),
+                     String(repeating: "!", count: 200) + "true", String(repeating: "-", count: 200) + "1"] {
+            do {
+                _ = try UsageExpression(deep)
+                Issue.record("accepted \(deep.prefix(8))…")
+            } catch {
+                #expect(error.description.contains("nested deeper than"))
+            }
+        }
+        #expect(throws: UsageExpressionError.self) {
+            _ = try UsageExpression(Array(repeating: "1", count: 600).joined(separator: "+"))
+        }
+        // moderate nesting still parses and evaluates
+        let ok = String(repeating: "(", count: 30) + "usage.prompt_tokens" + String(repeating: ")", count: 30)
+        #expect(try eval(ok) == eval("usage.prompt_tokens"))
+    }
+
     @Test func reporterConfigErrorsNameTheLine() throws {
         let bad = """
             attributes:

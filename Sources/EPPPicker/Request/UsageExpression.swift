@@ -38,8 +38,16 @@ public struct UsageExpression: Sendable {
     let root: Node
     public let source: String
 
+    /// Longest accepted source and deepest nesting: the parser, evaluator and the tree's deinit recurse,
+    /// so unbounded input would overflow the stack (found by fuzzing) instead of failing the config.
+    public static let maxSourceBytes = 1024
+    static let maxNesting = 128
+
     public init(_ source: String) throws(UsageExpressionError) {
         self.source = source
+        guard source.utf8.count <= Self.maxSourceBytes else {
+            throw UsageExpressionError("expression is \(source.utf8.count) bytes, more than the \(Self.maxSourceBytes)-byte limit")
+        }
         var p = Parser(Array(source.utf8))
         root = try p.parseExpression()
         p.skipSpaces()
@@ -199,7 +207,14 @@ public struct UsageExpression: Sendable {
     struct Parser {
         let s: [UInt8]
         var i = 0
+        var depth = 0
         init(_ s: [UInt8]) { self.s = s }
+
+        /// Counts one level of recursion (parentheses, `?:`, calls, unary operators).
+        mutating func enter() throws(UsageExpressionError) {
+            depth += 1
+            if depth > UsageExpression.maxNesting { throw error("nested deeper than \(UsageExpression.maxNesting) levels") }
+        }
 
         var atEnd: Bool { i >= s.count }
         var current: String { atEnd ? "end" : String(decoding: [s[i]], as: UTF8.self) }
@@ -221,6 +236,8 @@ public struct UsageExpression: Sendable {
         }
 
         mutating func parseExpression() throws(UsageExpressionError) -> Node {
+            try enter()
+            defer { depth -= 1 }
             let c = try parseOr()
             if eat("?") {
                 let a = try parseExpression()
@@ -270,6 +287,8 @@ public struct UsageExpression: Sendable {
         }
 
         mutating func parseUnary() throws(UsageExpressionError) -> Node {
+            try enter()
+            defer { depth -= 1 }
             if eat("!") { return .unary("!", try parseUnary()) }
             if eat("-") { return .unary("-", try parseUnary()) }
             return try parsePrimary()
