@@ -94,6 +94,9 @@ exprs = [b'usage.prompt_tokens + usage.completion_tokens * 2',
          b'int("x") % 0', b'null != "s\\"q"']
 for i, e in enumerate(exprs):
     put('usage-expression', f'expr-{i}', bytes([len(e)]) + e + usage)
+# Regression: nesting past the limit (length byte 255 = the rest is the expression).
+put('usage-expression', 'deep-parens', bytes([255]) + b'(' * 300 + b'1' + b')' * 300)
+put('usage-expression', 'deep-not', bytes([255]) + b'!' * 300 + b'true')
 
 # extproc-stream: byte 0 = body limit (64 + 16*b), byte 1 = chunk size - 1, then ops
 # (op%8: 0 raw, 1 request_headers, 2 request_body, 3 request_trailers,
