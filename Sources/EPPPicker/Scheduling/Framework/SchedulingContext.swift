@@ -93,17 +93,10 @@ public final class SchedulingContext {
     func loadMetrics(healthy: (ScrapedMetrics?) -> Bool) -> Int {
         var ms: [ScrapedMetrics?] = [], wq: [Int] = [], rr: [Int] = [], kv: [Double] = []
         swap(&ms, &metrics); swap(&wq, &waitingQueue); swap(&rr, &runningRequests); swap(&kv, &kvCacheUsage)
-        let eps = endpoints
-        var healthyCount = 0
-        for e in eps {
-            let m = e.metrics
-            ms.append(m)
-            wq.append(m?.waitingQueueSize ?? 0)
-            rr.append(m?.runningRequests ?? 0)
-            kv.append(m?.kvCacheUsage ?? 0)
-            if healthy(m) { healthyCount += 1 }
-        }
+        _ = PoolMetricsView.unpack(endpoints, staleness: 0, &ms, &wq, &rr, &kv)
         swap(&ms, &metrics); swap(&wq, &waitingQueue); swap(&rr, &runningRequests); swap(&kv, &kvCacheUsage)
+        var healthyCount = 0
+        for m in metrics where healthy(m) { healthyCount += 1 }
         return healthyCount
     }
 
@@ -183,8 +176,18 @@ struct PoolMetricsView {
         self.generation = generation
         endpoints = snapshot.endpoints
         var ms: [ScrapedMetrics?] = [], wq: [Int] = [], rr: [Int] = [], kv: [Double] = []
-        ms.reserveCapacity(endpoints.count); wq.reserveCapacity(endpoints.count)
-        rr.reserveCapacity(endpoints.count); kv.reserveCapacity(endpoints.count)
+        let until = PoolMetricsView.unpack(endpoints, staleness: staleness, &ms, &wq, &rr, &kv)
+        metrics = ms; waitingQueue = wq; runningRequests = rr; kvCacheUsage = kv
+        allHealthyUntil = endpoints.isEmpty ? 0 : until
+    }
+
+    /// Reads each endpoint's metrics once (one lock each) and appends them and their hot numbers (missing
+    /// metrics ⇒ 0). Returns until when all of them count as healthy: min(scrapedAt + staleness), 0 when
+    /// some endpoint is unhealthy or unscraped.
+    static func unpack(_ endpoints: [Endpoint], staleness: UInt64, _ ms: inout [ScrapedMetrics?], _ wq: inout [Int],
+                       _ rr: inout [Int], _ kv: inout [Double]) -> UInt64 {
+        ms.reserveCapacity(ms.count + endpoints.count); wq.reserveCapacity(wq.count + endpoints.count)
+        rr.reserveCapacity(rr.count + endpoints.count); kv.reserveCapacity(kv.count + endpoints.count)
         var until = UInt64.max
         for e in endpoints {
             let m = e.metrics
@@ -199,8 +202,7 @@ struct PoolMetricsView {
                 until = 0
             }
         }
-        metrics = ms; waitingQueue = wq; runningRequests = rr; kvCacheUsage = kv
-        allHealthyUntil = endpoints.isEmpty ? 0 : until
+        return until
     }
 }
 

@@ -126,9 +126,3 @@ struct UInt64Map<Value> {
         return out
     }
 }
-
-extension ObjectIdentifier {
-    /// The object's address as a map key.
-    @inline(__always)
-    var mapKey: UInt64 { UInt64(UInt(bitPattern: self)) }
-}
