@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """Question: what does the shared Redis prefix index cost per decision?
 
-1. Lookup cost against a loopback redis-server for 16/64/256 request blocks × 8/64/256 candidate pods: the
-   `MGET` of the block keys epp sends (the walk for each candidate's run happens in epp; this script repeats it
-   to check the index contents), one round trip per lookup, and the exact Lua record script epp runs (read from
+1. Command costs against a loopback redis-server for 16/64/256 request blocks × 8/64/256 candidate pods: the
+   lookup `MGET` of the block keys epp sends (the walk for each candidate's run happens in epp; this script
+   repeats it to check the index contents), one round trip per lookup; and the records epp sends after a pick
+   (decode + prefill): a chain both pods hold = one `ZADD XX` of its segments per pod; a conversation's next
+   turn (+1/8 new blocks) and a chain nobody has seen = one `EVALSHA` of the exact Lua record script (read from
    RedisPrefixScripts.swift; epp is asked `SCRIPT EXISTS` to prove they are the same bytes). Reports the round
    trip seen by this Python client (p50/p99: an upper bound, the client adds its own µs) and Redis time per call
-   (`INFO commandstats` usec_per_call), plus the record script (decode + prefill, blocks already held: refresh
-   only, or a new chain).
+   (`INFO commandstats` usec_per_call).
    Index contents per cell: every candidate holds the first quarter of the chain (a shared system prompt) and
    its own continuation; two candidates hold the whole request (a full hit for them).
-2. Decisions/s of the release `epp` (one worker, h2load direct, 4 KB completions body = 64 blocks, 4 endpoints)
+2. Picks through the release `epp` one at a time (4 endpoints, one worker) per workload (hot prefix, conversation
+   turns, all-new prompts at 64 blocks; conversation turns at 256 blocks): Redis CPU and time per pick with
+   lookups and records together, and epp's own lookup round trip histogram (the time Redis adds to a request).
+3. Decisions/s of the release `epp` (one worker, h2load direct, 4 KB completions body = 64 blocks, 4 endpoints)
    with the in-process index vs `--redis-url` (every decision: one lookup MGET; records at most once a second
-   per pod and chain), with
-   epp's own Redis lookup round trip (histogram) and Redis CPU per decision.
+   per pod and chain), with epp's own Redis lookup round trip (histogram) and Redis CPU per decision.
 Usage: benchmarks/bench_redis_index.py [--quick]
 """
 import argparse
@@ -95,13 +98,16 @@ def evalsha_usec_per_call(r):
     return usec_per_call(r, "evalsha")
 
 
+ENTRY = 16   # bytes per (block, pod) entry in a block value: pod id, segment id
+
+
 def runs_of(values, pods):
     """The walk epp does over an MGET reply: per candidate, blocks held from the first without a gap."""
     counts, alive = [0] * len(pods), list(range(len(pods)))
     for v in values:
         if v is None:
             break
-        held = {v[i:i + 8] for i in range(0, len(v), 8)}
+        held = {v[i:i + 8] for i in range(0, len(v), ENTRY)}
         alive = [a for a in alive if pods[a] in held]
         for a in alive:
             counts[a] += 1
@@ -110,11 +116,27 @@ def runs_of(values, pods):
     return counts
 
 
+def segments_of(values, pod, run):
+    """The segments along a pod's held run (what epp touches), chain order, each once."""
+    out = []
+    for v in values[:run]:
+        for i in range(0, len(v), ENTRY):
+            if v[i:i + 8] == pod:
+                if not out or out[-1] != v[i + 8:i + 16]:
+                    out.append(v[i + 8:i + 16])
+                break
+    return out
+
+
 def redis_cpu(r):
     """used_cpu_user + used_cpu_sys of the server (seconds): unlike usec_per_call it excludes time the server
     thread was not running (this machine is shared)."""
     info = r.call("INFO", "cpu").decode()
     return float(re.search(r"used_cpu_user:([\d.]+)", info).group(1)) + float(re.search(r"used_cpu_sys:([\d.]+)", info).group(1))
+
+
+def now_ms():
+    return int(time.time() * 1000)
 
 
 def lookup_cost(port, shas, blocks, cands, iterations):
@@ -126,12 +148,19 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     chain = [rnd.randbytes(8) for _ in range(blocks)]
     shared = blocks // 4
 
-    def record(hashes, pod_list, known=0):
-        keys = [ns + b":b:" + h for h in hashes] + [ns + b":p:" + p for p in pod_list] + [ns + b":pods"]
-        argv = [len(hashes), len(pod_list)]
-        for p in pod_list:
-            argv += [p, 31250, b"pod-" + p.hex().encode(), known]
-        return r.call("EVALSHA", shas["record"], len(keys), *keys, *argv)
+    def record_call(hashes, pod_list, skips=None, touches=None):
+        """The EVALSHA epp sends: `hashes` = the blocks after the shortest held run; per pod its skip and the
+        segments of its held run."""
+        keys = [ns + b":b:" + h for h in hashes]
+        argv = [len(hashes), len(pod_list), now_ms()]
+        for i, p in enumerate(pod_list):
+            segs = touches[i] if touches else []
+            argv += [p, 31250, b"pod-" + p.hex().encode(), skips[i] if skips else 0, len(segs), *segs]
+        return Resp.encode("EVALSHA", shas["record"], len(keys), *keys, *argv)
+
+    def record(*a, **k):
+        r.s.sendall(record_call(*a, **k))
+        return r.read()
 
     for _ in range(8):   # the two full-hit pods also hold 2 048 other blocks (a realistic, skiplist-encoded LRU)
         record([rnd.randbytes(8) for _ in range(256)], pods[:2])
@@ -140,7 +169,8 @@ def lookup_cost(port, shas, blocks, cands, iterations):
         record(own, [p])
     keys = [ns + b":b:" + h for h in chain]
     lookup = Resp.encode("MGET", *keys)
-    runs = runs_of(r.call("MGET", *keys), pods)
+    values = r.call("MGET", *keys)
+    runs = runs_of(values, pods)
     assert runs == [blocks if i < 2 else shared for i in range(cands)], runs[:8]
     for _ in range(50):   # warm-up
         r.s.sendall(lookup)
@@ -155,13 +185,28 @@ def lookup_cost(port, shas, blocks, cands, iterations):
         rtts.append(time.perf_counter() - t0)
     lookup_cpu = (redis_cpu(r) - cpu0) / iterations * 1e6
     _, _, lookup_usec = usec_per_call(r, "mget")
+    n = max(50, iterations // 4)
+    # Held chain (decode + prefill hold it all): a ZADD XX of the chain's segments per pod, no script.
+    touches = [segments_of(values, p, blocks) for p in pods[:2]]
     r.call("CONFIG", "RESETSTAT")
-    for _ in range(max(50, iterations // 4)):
-        record(chain, pods[:2])   # decode + prefill hold every block (not told so): recency refreshed, nothing written
-    _, _, held_usec = evalsha_usec_per_call(r)
+    for _ in range(n):
+        for p, segs in zip(pods[:2], touches):
+            zargs = ["ZADD", ns + b":p:" + p, "XX"]
+            for depth, seg in enumerate(segs):
+                zargs += [now_ms() * 1024 + 1022 - depth, seg]
+            r.call(*zargs)
+    zcalls, zusec, _ = usec_per_call(r, "zadd")
+    touch_usec = zusec / max(1, n)   # per pick (both pods)
+    # A conversation's next turn: the pods hold the chain, the request adds 1/8 of its blocks (≥ 1) as new.
+    new = max(1, blocks // 8)
     r.call("CONFIG", "RESETSTAT")
-    for _ in range(max(50, iterations // 4)):
-        record([rnd.randbytes(8) for _ in range(blocks)], pods[:2])   # a new chain: every entry written
+    for _ in range(n):
+        record([rnd.randbytes(8) for _ in range(new)], pods[:2], skips=[0, 0], touches=touches)
+    _, _, turn_usec = evalsha_usec_per_call(r)
+    # A request nobody has seen: every block new for both pods.
+    r.call("CONFIG", "RESETSTAT")
+    for _ in range(n):
+        record([rnd.randbytes(8) for _ in range(blocks)], pods[:2])
     _, _, new_usec = evalsha_usec_per_call(r)
     # Calibration: an empty script with the same keys (what this machine charges for EVALSHA itself).
     empty = r.call("SCRIPT", "LOAD", "return 1").decode()
@@ -173,7 +218,7 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     _, _, empty_usec = evalsha_usec_per_call(r)
     rtts.sort()
     return (rtts[len(rtts) // 2] * 1e6, rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e6, lookup_usec, lookup_cpu,
-            held_usec, new_usec, empty_usec)
+            touch_usec, turn_usec, new_usec, empty_usec)
 
 
 def histogram_quantile(metrics_port, name, q):
@@ -192,6 +237,131 @@ def histogram_quantile(metrics_port, name, q):
         if count >= q * total:
             return le
     return float("inf")
+
+
+def histogram_buckets(metrics_port, name):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    out = []
+    for line in text.splitlines():
+        m = re.match(name + r'_bucket\{le="([^"]+)"\} ([\d.e+]+)', line)
+        if m:
+            out.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
+    return out
+
+
+def bucket_quantile(before, after, q):
+    """Upper bound of the bucket holding quantile q of the observations made between two snapshots."""
+    delta = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    if not delta or delta[-1][1] == 0:
+        return float("nan")
+    for le, count in delta:
+        if count >= q * delta[-1][1]:
+            return le
+    return float("inf")
+
+
+WORKLOADS = {
+    # name: (blocks per request, how a request is made from (rnd, conversation state))
+    "hot prefix": 64,
+    "conversation turns": 64,
+    "all new": 64,
+    "conversation turns, 256 blocks": 256,
+}
+
+
+def prompt_for(workload, blocks, rnd, system, histories):
+    """A completions prompt of `blocks` × 64 bytes (approx-prefix blocks are 64 bytes by default).
+    hot prefix: one prompt every time. conversation turns: a shared system prompt (1/2), one of 100
+    conversations' history (3/8), a new question (1/8). all new: random text."""
+    size = blocks * 64
+    if workload == "hot prefix":
+        return system[:size]
+    if workload.startswith("conversation turns"):
+        h = histories[rnd.randrange(len(histories))]
+        question = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(size // 8))
+        return system[:size // 2] + h[:size * 3 // 8] + question
+    return "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(size))
+
+
+def picks_through_epp(redis_port, quick):
+    """Sequential picks (concurrency 1) through a release epp with --redis-url, per workload: Redis CPU and
+    commands per pick (lookups and records together), epp's own lookup round trip (the time a request is
+    parked: what Redis adds), and the client-side pick latency against an epp with the local index."""
+    import grpc
+    from test_extproc_grpc import Stream, body_msg, headers_msg
+    harness.EPP_BIN = os.environ.get("EPP_BIN") or build_release()
+    r = Resp(redis_port)
+    backends = [harness.RecordingBackend() for _ in range(4)]
+    ports = [b.port for b in backends]
+    rnd0 = random.Random(7)
+    system = "".join(rnd0.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(256 * 64))
+    histories = ["".join(rnd0.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(256 * 64)) for _ in range(100)]
+    picks = 400 if quick else 3000
+    rows = []
+
+    def pick(ch, prompt):
+        st = Stream(ch)
+        t0 = time.perf_counter()
+        st.send(headers_msg())
+        st.send(body_msg(('{"model":"m","prompt":"%s"}' % prompt).encode(), True))
+        resp = st.recv()
+        dt = time.perf_counter() - t0
+        st.recv()
+        st.close()
+        if resp.WhichOneof("response") != "request_headers":
+            raise SystemExit(f"not routed: {resp}")
+        return dt
+
+    def q(xs, f):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(len(xs) * f))] * 1e6
+
+    try:
+        for workload, blocks in WORKLOADS.items():
+            latency = {}
+            for backend in ("local", "redis"):
+                r.call("FLUSHALL")
+                extra = [f"--redis-url=redis://127.0.0.1:{redis_port}"] if backend == "redis" else []
+                epp = harness.start_epp(ports, extra_args=extra)
+                ch = grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}")
+                try:
+                    time.sleep(0.5)
+                    rnd = random.Random(11)
+                    for _ in range(picks // 2):   # warm-up: the conversations' prefixes get recorded
+                        pick(ch, prompt_for(workload, blocks, rnd, system, histories))
+                    time.sleep(0.05)
+                    r.call("CONFIG", "RESETSTAT")
+                    cpu0 = redis_cpu(r)
+                    h0 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
+                    fb0 = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values())
+                    times = [pick(ch, prompt_for(workload, blocks, rnd, system, histories)) for _ in range(picks)]
+                    time.sleep(0.05)   # the last records are fire and forget
+                    cpu = (redis_cpu(r) - cpu0) / picks * 1e6
+                    h1 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
+                    fb = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values()) - fb0
+                    latency[backend] = (q(times, 0.5), q(times, 0.99))
+                    if backend == "redis":
+                        info = r.call("INFO", "commandstats").decode()
+                        calls = {m.group(1): (int(m.group(2)), float(m.group(3)))
+                                 for m in re.finditer(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", info)}
+                        per = ", ".join(f"{c} {calls[c][0] / picks:.2f}" for c in ("mget", "evalsha", "zadd") if c in calls)
+                        usec = sum(v[1] for k, v in calls.items() if k in ("mget", "evalsha", "zadd")) / picks
+                        rtt50 = bucket_quantile(h0, h1, 0.5) * 1e6
+                        rtt99 = bucket_quantile(h0, h1, 0.99) * 1e6
+                        stats = (cpu, usec, per, rtt50, rtt99, int(fb))
+                finally:
+                    ch.close()
+                    epp.stop()
+            cpu, usec, per, rtt50, rtt99, fb = stats
+            rows.append(f"| {workload} | {blocks} | {picks} | {cpu:.1f} | {usec:.1f} | {per} | ≤ {rtt50:.0f} / ≤ {rtt99:.0f} "
+                        f"| {latency['local'][0]:.0f} / {latency['local'][1]:.0f} | {latency['redis'][0]:.0f} / {latency['redis'][1]:.0f} "
+                        f"| {fb} |")
+            print(rows[-1], flush=True)
+    finally:
+        for b in backends:
+            b.stop()
+    return rows
 
 
 def decisions(port, quick):
@@ -254,14 +424,23 @@ def main():
         assert shas == lua_shas()
         iterations = 300 if args.quick else 3000
         lines = ["| blocks | candidates | lookup (MGET) RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
-                 "| record usec_per_call, 2 pods: held / new chain | empty script, same keys, usec_per_call |",
+                 "| record usec, 2 pods: held chain (2 × ZADD XX) / next turn (+1/8 new, EVALSHA) / new chain (EVALSHA) "
+                 "| empty script, same keys, usec_per_call |",
                  "|---|---|---|---|---|---|---|---|"]
         for blocks in (16, 64, 256):
             for cands in (8, 64, 256):
-                p50, p99, lu, cpu, held, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
-                lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} | {held:.1f} / {new:.1f} "
-                             f"| {empty:.1f} |")
+                p50, p99, lu, cpu, touch, turn, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
+                lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} "
+                             f"| {touch:.1f} / {turn:.1f} / {new:.1f} | {empty:.1f} |")
                 print(lines[-1], flush=True)
+        lines += ["", "Picks through epp, one at a time (Python gRPC client), per workload: Redis CPU per pick (`INFO cpu`, lookups "
+                  "and records), Redis time per pick (`INFO commandstats` usec of mget + evalsha + zadd) and commands per pick, "
+                  "epp's lookup round trip (histogram bucket bounds: the time a request waits for Redis), client-side pick "
+                  "latency with the local index and with Redis (Python client included), fallbacks to the local index.", "",
+                  "| workload | blocks | picks | Redis CPU µs/pick | Redis usec/pick (commandstats) | commands/pick "
+                  "| epp lookup RTT p50 / p99 µs | pick latency local p50 / p99 µs | pick latency redis p50 / p99 µs | fallbacks |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += picks_through_epp(redis.port, args.quick)
         lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
                   "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]
         lines += decisions(redis.port, args.quick)

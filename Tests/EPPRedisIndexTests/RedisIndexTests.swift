@@ -37,6 +37,11 @@ struct RedisPrefixIndexTests {
 
     func lookup(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ candidates: [Endpoint], prefix: String = "t:",
                 model: String = "m", budget: UInt64 = 1_000_000_000) async -> Result<[Int], RedisPrefixIndex.Fallback>? {
+        await lookupMatches(lane, hashes, candidates, prefix: prefix, model: model, budget: budget)?.map(\.counts)
+    }
+
+    func lookupMatches(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ candidates: [Endpoint], prefix: String = "t:",
+                       model: String = "m", budget: UInt64 = 1_000_000_000) async -> Result<RedisPrefixIndex.Matches, RedisPrefixIndex.Fallback>? {
         await withCheckedContinuation { cont in
             loop.execute {
                 let sent = lane.lookup(keyPrefix: prefix, model: model, hashes: hashes, candidates: candidates,
@@ -46,10 +51,24 @@ struct RedisPrefixIndexTests {
         }
     }
 
+    /// A record without a lookup before it (`known` blocks claimed held, no segments to touch).
     func record(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ pods: [(Endpoint, Int)], prefix: String = "t:",
                 model: String = "m", known: Int = 0) async {
         let p = pods.map { (endpoint: $0.0, capacity: $0.1, known: known) }
         await onLoop { lane.record(keyPrefix: prefix, model: model, hashes: hashes, pods: p) }
+    }
+
+    /// What the scheduler does: a lookup of `hashes` for the pods, then a record with what it found.
+    func lookupThenRecord(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ pods: [(Endpoint, Int)]) async throws {
+        let matches = try #require(await lookupMatches(lane, hashes, pods.map(\.0))).get()
+        let p = pods.enumerated().map { (endpoint: $1.0, capacity: $1.1, known: matches.counts[$0]) }
+        await onLoop { lane.record(keyPrefix: "t:", model: "m", hashes: hashes, pods: p, lookup: matches.values) }
+        _ = await command(lane, [Array("PING".utf8)])   // replies come in order: the record's has been handled
+    }
+
+    func podCount(_ lane: RedisPrefixIndex.Lane, _ e: Endpoint) async -> RedisReply? {
+        await command(lane, [Array("HGET".utf8), RedisPrefixIndex.namespace(keyPrefix: "t:", model: "m") + Array(":n".utf8),
+                             withUnsafeBytes(of: RedisPrefixIndex.podID(e.spec.namespacedName).littleEndian) { Array($0) }])
     }
 
     func command(_ lane: RedisPrefixIndex.Lane, _ args: [[UInt8]]) async -> RedisReply? {
@@ -119,31 +138,75 @@ struct RedisPrefixIndexTests {
         #expect(index.metrics.roundTripsRecord.current == trips + 1)
         #expect(try await lookup(lane, h + Self.chain(3, 4), [a, p])?.get() == [20, 20])
         #expect(index.metrics.entriesWritten.current == 40)
-        // Each block value holds each pod once (8 bytes per holder).
+        // Each block value holds each pod once (16 bytes per holder: pod id, segment id).
         guard case .string(let v) = await command(lane, [Array("GET".utf8), blockKey(h[0])]) else {
             throw RedisIndexTestFailure("block key missing")
         }
-        #expect(v.count == 16)
+        #expect(v.count == 32)
+        #expect(await podCount(lane, a) == .string(Array("20".utf8)))
         await shutdown()
     }
 
-    @Test func capacityBoundsEachPodAndEvictsDeepestOldestBlocksFirst() async throws {
+    @Test func afterALookupOnlyNewBlocksAreSentAndHeldChainsAreTouchedNotRewritten() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), p = Self.pod("prefill", 2)
+        let h = Self.chain(11, 16), more = Self.chain(12, 4)
+        try await lookupThenRecord(lane, h, [(a, 1000), (p, 1000)])
+        #expect(index.metrics.entriesWritten.current == 32)
+        // A longer request: the lookup finds both pods holding 16 blocks, so only the 4 new ones go to Redis,
+        // as one new segment per pod.
+        try await lookupThenRecord(lane, h + more, [(a, 1000), (p, 1000)])
+        #expect(index.metrics.entriesWritten.current == 40)
+        #expect(try await lookup(lane, h + more, [a, p])?.get() == [20, 20])
+        #expect(await command(lane, [Array("ZCARD".utf8), lruKey(a)]) == .integer(2))
+        // A request whose chain both pods hold entirely: no script, one ZADD XX per pod of the 2 segments along it
+        // (segments, not blocks: the number of requests that built the chain).
+        let records = index.metrics.roundTripsRecord.current
+        let segScoreBefore = await command(lane, [Array("ZSCORE".utf8), lruKey(a), withUnsafeBytes(of: h[0].littleEndian) { Array($0) }])
+        try await Task.sleep(nanoseconds: 3_000_000)
+        try await lookupThenRecord(lane, Array((h + more).prefix(18)), [(a, 1000), (p, 1000)])
+        #expect(index.metrics.roundTripsRecord.current == records)
+        #expect(index.metrics.roundTripsTouch.current == 2)
+        #expect(index.metrics.entriesWritten.current == 40)
+        let segScoreAfter = await command(lane, [Array("ZSCORE".utf8), lruKey(a), withUnsafeBytes(of: h[0].littleEndian) { Array($0) }])
+        guard case .string(let before) = segScoreBefore, case .string(let after) = segScoreAfter,
+              let b = Double(String(decoding: before, as: UTF8.self)), let n = Double(String(decoding: after, as: UTF8.self)) else {
+            throw RedisIndexTestFailure("segment scores missing: \(String(describing: segScoreBefore)) \(String(describing: segScoreAfter))")
+        }
+        #expect(n > b)
+        await shutdown()
+    }
+
+    @Test func capacityEvictsLeastRecentSegmentsWholeAndDeepestFirst() async throws {
         let lane = try await readyLane()
         let a = Self.pod("a", 1), b = Self.pod("b", 2)
         let first = Self.chain(4, 4), second = Self.chain(5, 2)
         await record(lane, first, [(a, 4), (b, 100)])
         try await Task.sleep(nanoseconds: 3_000_000)   // a later millisecond: the second request is more recent
         await record(lane, second, [(a, 4)])
-        // a keeps 4 blocks: both of the new request and the first two of the old one (prefix intact).
-        #expect(try await lookup(lane, first, [a, b])?.get() == [2, 4])
+        // a is over its 4 blocks: the least recent segment (the first request's 4 blocks) goes whole.
+        #expect(try await lookup(lane, first, [a, b])?.get() == [0, 4])
         #expect(try await lookup(lane, second, [a])?.get() == [2])
-        #expect(await command(lane, [Array("ZCARD".utf8), lruKey(a)]) == .integer(4))
-        #expect(index.metrics.entriesEvicted.current == 2)
+        #expect(await command(lane, [Array("ZCARD".utf8), lruKey(a)]) == .integer(1))
+        #expect(await podCount(lane, a) == .string(Array("2".utf8)))
+        #expect(index.metrics.entriesEvicted.current == 4)
         // The evicted blocks still exist for b only (a cut out of the value).
-        #expect(await command(lane, [Array("STRLEN".utf8), blockKey(first[3])]) == .integer(8))
+        #expect(await command(lane, [Array("STRLEN".utf8), blockKey(first[3])]) == .integer(16))
         // Once nobody holds a block, its key is gone.
         await record(lane, Self.chain(6, 4), [(b, 4)])
         #expect(await command(lane, [Array("EXISTS".utf8), blockKey(first[3])]) == .integer(0))
+
+        // Within one conversation, the deeper segment is evicted before its prefix: c holds a 4-block head and a
+        // 2-block continuation (touched together, the continuation scored lower); a third request pushes c past 7.
+        let c = Self.pod("c", 3)
+        let head = Self.chain(13, 4), tail = Self.chain(14, 2), other = Self.chain(15, 3)
+        try await lookupThenRecord(lane, head, [(c, 7)])
+        try await lookupThenRecord(lane, head + tail, [(c, 7)])
+        try await Task.sleep(nanoseconds: 3_000_000)
+        try await lookupThenRecord(lane, other, [(c, 7)])
+        #expect(try await lookup(lane, head + tail, [c])?.get() == [4])
+        #expect(try await lookup(lane, other, [c])?.get() == [3])
+        #expect(await podCount(lane, c) == .string(Array("7".utf8)))
         await shutdown()
     }
 
@@ -158,6 +221,9 @@ struct RedisPrefixIndexTests {
             loop.execute { lane.prune(keyPrefix: "t:", keep: [b.spec.namespacedName]) { cont.resume(returning: $0) } }
         }
         #expect(removed == 16)
+        #expect(await command(lane, [Array("EXISTS".utf8), RedisPrefixIndex.namespace(keyPrefix: "t:", model: "m1") + Array(":s:".utf8)
+            + withUnsafeBytes(of: RedisPrefixIndex.podID(a.spec.namespacedName).littleEndian) { Array($0) }
+            + withUnsafeBytes(of: h[0].littleEndian) { Array($0) }]) == .integer(0))
         #expect(try await lookup(lane, h, [a, b], model: "m1")?.get() == [0, 8])
         #expect(try await lookup(lane, h, [a], model: "m2")?.get() == [0])
         #expect(await command(lane, [Array("EXISTS".utf8), lruKey(a, model: "m1")]) == .integer(0))
@@ -288,9 +354,13 @@ final class RedisIndexTestServer: @unchecked Sendable {
 
 /// The client-side walk of an `MGET` lookup reply (no Redis needed).
 @Suite struct ConsecutiveRunsTests {
-    func value(_ ids: [UInt64]) -> RedisReply {
+    /// A block value: each holder's entry is its id and (here) a segment id derived from it and `segment`.
+    func value(_ ids: [UInt64], segment: UInt64 = 0) -> RedisReply {
         var b: [UInt8] = []
-        for id in ids { withUnsafeBytes(of: id.littleEndian) { b.append(contentsOf: $0) } }
+        for id in ids {
+            withUnsafeBytes(of: id.littleEndian) { b.append(contentsOf: $0) }
+            withUnsafeBytes(of: (id ^ segment).littleEndian) { b.append(contentsOf: $0) }
+        }
         return .string(b)
     }
 
@@ -302,10 +372,26 @@ final class RedisIndexTestServer: @unchecked Sendable {
         #expect(RedisPrefixIndex.consecutiveRuns([.null, value([a])], candidateIDs: [a]) == [0])
         #expect(RedisPrefixIndex.consecutiveRuns([], candidateIDs: [a, b]) == [0, 0])
         #expect(RedisPrefixIndex.consecutiveRuns([value([a])], candidateIDs: []) == [])
+        // An id equal to another holder's segment id is not a holder (entries are 16-byte aligned).
+        #expect(RedisPrefixIndex.consecutiveRuns([value([a], segment: a ^ b)], candidateIDs: [b]) == [0])
+    }
+
+    @Test func segmentsAlongARunAreListedOnceInChainOrder() {
+        let (a, b): (UInt64, UInt64) = (0xA, 0xB)
+        let reply: [RedisReply] = [value([a, b], segment: 1), value([a, b], segment: 1), value([b, a], segment: 2),
+                                   value([a], segment: 3), value([b], segment: 4)]
+        #expect(RedisPrefixIndex.segments(reply, podID: a, run: 4) == [a ^ 1, a ^ 2, a ^ 3])
+        #expect(RedisPrefixIndex.segments(reply, podID: a, run: 2) == [a ^ 1])
+        #expect(RedisPrefixIndex.segments(reply, podID: b, run: 3) == [b ^ 1, b ^ 2])
+        #expect(RedisPrefixIndex.segments(reply, podID: b, run: 0) == [])
+        // A value that stops holding the pod, or a malformed one, ends the list.
+        #expect(RedisPrefixIndex.segments(reply, podID: b, run: 5) == [b ^ 1, b ^ 2])
+        #expect(RedisPrefixIndex.segments([.string([1, 2, 3])], podID: a, run: 1) == [])
     }
 
     @Test func malformedRepliesAreRejected() {
         #expect(RedisPrefixIndex.consecutiveRuns([.string([1, 2, 3])], candidateIDs: [1]) == nil)
+        #expect(RedisPrefixIndex.consecutiveRuns([.string([UInt8](repeating: 1, count: 8))], candidateIDs: [1]) == nil)
         #expect(RedisPrefixIndex.consecutiveRuns([.integer(1)], candidateIDs: [1]) == nil)
         #expect(RedisPrefixIndex.consecutiveRuns([.error("ERR x")], candidateIDs: [1]) == nil)
     }

@@ -1,6 +1,7 @@
 import EPPEventLoop
 import EPPObservability
 import EPPRedis
+import Glibc
 import Synchronization
 
 /// The approximate prefix index (kv-index.md §1) shared through Redis, so several `epp` replicas route a
@@ -13,21 +14,29 @@ import Synchronization
 /// batched once per loop iteration, so all lookups and records of one iteration leave in one `write()`.
 ///
 /// **Layout** (`ns` = `<redisKeyPrefix>{<hex xxh64(model)>}`: the hash tag puts one model's keys in one
-/// Redis Cluster slot, so every script touches one slot; pods and hashes are 8 raw bytes, little endian;
-/// pod id = xxh64 of the endpoint's namespaced name):
-///  - `ns:b:<hash>` STRING — ids of the pods holding the block, concatenated (8 bytes per holder);
-///  - `ns:p:<pod>` ZSET — that pod's blocks (member = hash) scored by recency; at most `capacity` members
-///    (the per-endpoint LRU of the reference): recording beyond it evicts the least recent blocks and cuts
-///    the pod out of their `ns:b:` values;
+/// Redis Cluster slot, so every script touches one slot; pod, segment and block ids are 8 raw bytes, little
+/// endian; pod id = xxh64 of the endpoint's namespaced name):
+///  - `ns:b:<hash>` STRING — the pods holding the block: 16-byte entries `pod id ‖ segment id`;
+///  - `ns:s:<pod><segment>` STRING — a *segment*: the blocks one record wrote for that pod (the part of a
+///    request's chain the pod did not hold yet), concatenated hashes; segment id = hash of its first block;
+///  - `ns:p:<pod>` ZSET — that pod's segments scored by recency (the per-endpoint LRU of the reference, at
+///    segment granularity): a request the pod already holds refreshes its chain with one `ZADD XX` of the few
+///    segments along it (never one write per block); past `capacity` blocks (`ns:n`), the least recent
+///    segments are evicted whole, deepest first, so prefixes stay intact;
+///  - `ns:n` HASH — pod id → blocks held (the capacity count);
 ///  - `ns:pods` HASH — pod id → namespaced name, the pods `prune` can find;
 ///  - `<redisKeyPrefix>namespaces` SET — every `ns`, so prune finds every model.
-/// Memory: per (block, pod) entry 8 bytes in the block value + one ZSET member (≈ 80–100 B in a skiplist
-/// ZSET); per block one STRING key (≈ 90 B with its name). Bounded by Σ pods × models × capacity entries.
-/// Lookup is one plain `MGET` of the request's block keys; epp walks the values (`consecutiveRuns`). Measured
-/// on the development VM (RESULTS.md): 13 µs of Redis time at 64 blocks against 60 µs for a Lua script that
-/// walked them server-side with an early stop — moving each value into Lua costs more than Redis reading a
-/// key nobody holds, so the early stop is done in epp. Records and prunes are Lua scripts
-/// (`RedisPrefixScripts`): they must read-modify-write atomically.
+/// Memory per (block, pod) entry: 16 bytes in the block value + 8 in its segment; per block one STRING key
+/// (≈ 90 B with its name); per segment one STRING key and one ZSET member (≈ 180 B, one per request that
+/// brought new blocks). Bounded by Σ pods × models × (capacity + one request's blocks) entries.
+/// Redis CPU per pick: lookup = one plain `MGET` of the request's block keys, walked in epp
+/// (`consecutiveRuns`; measured on the development VM: 13 µs of Redis time at 64 blocks against 60 µs for a Lua
+/// walk with an early stop — moving each value into Lua costs more than reading a key nobody holds). Record =
+/// nothing for a (pod, chain) this lane recorded within a second; a plain `ZADD XX` of the chain's segments
+/// when the lookup found the whole chain held; else one `EVALSHA` (`RedisPrefixScripts.record`) given only
+/// the blocks after the held run, whose work is proportional to the new blocks. Recency scores use the
+/// replicas' wall clocks (ms), so replicas sharing a Redis need NTP-synchronised clocks (skew only shifts
+/// eviction order by the skew).
 public final class RedisPrefixIndex: Sendable {
     public struct Options: Sendable {
         /// Deadline of one Redis command; a command past it resets the connection (a stalled Redis). The
@@ -56,10 +65,10 @@ public final class RedisPrefixIndex: Sendable {
         clientMetrics = RedisClientMetrics(registry: registry, prefix: "epp_prefix_index_redis_client")
     }
 
-    /// kv-index.md §1.4 over an `MGET` reply (block values in chain order; a value is the holders' 8-byte
-    /// ids): per candidate, the number of blocks from the first that it holds without a gap. The walk stops at
-    /// the first block nobody holds (nil) or when no candidate is still in its run. nil for a malformed reply
-    /// (not a string/nil, or a length that is not a multiple of 8).
+    /// kv-index.md §1.4 over an `MGET` reply (block values in chain order; a value is the holders' 16-byte
+    /// entries): per candidate, the number of blocks from the first that it holds without a gap. The walk stops
+    /// at the first block nobody holds (nil) or when no candidate is still in its run. nil for a malformed reply
+    /// (not a string/nil, or a length that is not a multiple of 16).
     static func consecutiveRuns(_ values: [RedisReply], candidateIDs ids: [UInt64]) -> [Int]? {
         var counts = [Int](repeating: 0, count: ids.count)
         var alive = Array(ids.indices)
@@ -70,24 +79,45 @@ public final class RedisPrefixIndex: Sendable {
             case .null: break walk
             default: return nil
             }
-            guard bytes.count % 8 == 0 else { return nil }
+            guard bytes.count % entryBytes == 0 else { return nil }
             var kept = 0
             bytes.withUnsafeBytes { raw in
                 for i in 0..<alive.count {
                     let a = alive[i]
-                    var held = false
-                    var off = 0
-                    while off < raw.count {
-                        if UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: off, as: UInt64.self)) == ids[a] { held = true; break }
-                        off += 8
-                    }
-                    if held { alive[kept] = a; kept += 1; counts[a] += 1 }
+                    if entryOffset(raw, ids[a]) != nil { alive[kept] = a; kept += 1; counts[a] += 1 }
                 }
             }
             alive.removeLast(alive.count - kept)
             if alive.isEmpty { break }
         }
         return counts
+    }
+
+    /// The segments holding the first `run` blocks of a lookup reply for pod `id`, in chain order, each once
+    /// (the recency touch of that chain). Entries missing or malformed end the list.
+    static func segments(_ values: [RedisReply], podID id: UInt64, run: Int) -> [UInt64] {
+        var out: [UInt64] = []
+        for v in values.prefix(run) {
+            guard case .string(let bytes) = v, bytes.count % entryBytes == 0 else { break }
+            let seg: UInt64? = bytes.withUnsafeBytes { raw in
+                entryOffset(raw, id).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 + 8, as: UInt64.self)) }
+            }
+            guard let seg else { break }
+            if out.last != seg { out.append(seg) }
+        }
+        return out
+    }
+
+    /// Bytes per (block, pod) entry in a block value: pod id, segment id.
+    static let entryBytes = 16
+
+    private static func entryOffset(_ raw: UnsafeRawBufferPointer, _ id: UInt64) -> Int? {
+        var off = 0
+        while off < raw.count {
+            if UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: off, as: UInt64.self)) == id { return off }
+            off += entryBytes
+        }
+        return nil
     }
 
     /// Creates `loop`'s connection (once) and starts connecting on the loop. Any thread.
@@ -138,6 +168,13 @@ public final class RedisPrefixIndex: Sendable {
 
     public enum Fallback: Error, Sendable, Equatable { case budget, error }
 
+    /// A Redis-answered lookup: per candidate the consecutive blocks held, and the reply's block values (what
+    /// `record` needs to touch the chosen pods' segments).
+    public struct Matches: Sendable {
+        public var counts: [Int]
+        public var values: [RedisReply]
+    }
+
     /// One loop's connection and its lookups in flight. Loop thread only (created anywhere).
     public final class Lane: @unchecked Sendable {
         public let loop: EventLoop
@@ -174,7 +211,7 @@ public final class RedisPrefixIndex: Sendable {
             var blocks: Int
             /// Pod ids of the candidates, in order (the walk of the reply matches them).
             var candidateIDs: [UInt64]
-            var done: ((Result<[Int], Fallback>) -> Void)?
+            var done: ((Result<Matches, Fallback>) -> Void)?
         }
 
         init(loop: EventLoop, index: RedisPrefixIndex) {
@@ -208,17 +245,17 @@ public final class RedisPrefixIndex: Sendable {
         // MARK: lookup
 
         /// Sends one `MGET` of the block keys of `hashes` for `candidates`; `done` runs later on this loop exactly once:
-        /// per-candidate consecutive match counts, or `.budget` when no reply came within `budgetNanos`, or
+        /// per-candidate consecutive match counts (with the reply, for `record`), or `.budget` when no reply came within `budgetNanos`, or
         /// `.error` (error reply, lost connection). Returns false (and never calls `done`) when nothing could be
         /// sent (not connected): the caller answers from the local index at once.
         public func lookup(keyPrefix: String, model: String, hashes: [UInt64], candidates: [Endpoint], budgetNanos: UInt64,
-                           done: @escaping (Result<[Int], Fallback>) -> Void) -> Bool {
+                           done: @escaping (Result<Matches, Fallback>) -> Void) -> Bool {
             guard canLookup, !hashes.isEmpty, !candidates.isEmpty else { return false }
             let ns = namespace(keyPrefix, model)
             encoder.reset()
             encoder.beginCommand(argumentCount: 1 + hashes.count)
             encoder.append(argument: "MGET")
-            appendBlockKeys(ns, hashes)
+            appendBlockKeys(ns, hashes[...])
             let ids = candidates.map { podID($0) }
             let seq = nextSeq
             var synchronous = true
@@ -258,7 +295,7 @@ public final class RedisPrefixIndex: Sendable {
                     metrics.hitRatio.observe(blocks > 0 ? Double(best) / Double(blocks) : 0)
                     metrics.lookupBlocks.increment(by: UInt64(blocks))
                     metrics.matchedBlocks.increment(by: UInt64(best))
-                    finish(.success(counts))
+                    finish(.success(Matches(counts: counts, values: items)))
                     return
                 }
             }
@@ -268,7 +305,7 @@ public final class RedisPrefixIndex: Sendable {
         }
 
         /// Pops the oldest pending lookup and completes it unless the budget did already.
-        private func finish(_ r: Result<[Int], Fallback>) {
+        private func finish(_ r: Result<Matches, Fallback>) {
             let done = pending[pendingHead].done
             pending[pendingHead].done = nil
             pendingHead += 1
@@ -324,48 +361,60 @@ public final class RedisPrefixIndex: Sendable {
 
         // MARK: record
 
-        /// Records `hashes` for each pod (decode, prefill) in one `EVALSHA`, fire and forget. Blocks a pod holds
-        /// are not rewritten, only their recency refreshed. `known`: this request's Redis lookup found the pod
-        /// holding blocks 1…known (0: unknown). A chain this lane recorded for the pod within a second is
-        /// skipped (also when the lookup fell back), so a hot prefix costs Redis only its lookups and a Redis
-        /// that is behind gets no extra load. No-op when not connected (the local index has it).
+        /// Records `hashes` for each pod (decode, prefill), fire and forget, in one round trip. `known`: this
+        /// request's Redis lookup found the pod holding blocks 1…known (0: unknown); `lookup`: that lookup's
+        /// reply, whose entries name the segments along the held run. When every pod holds the whole chain the
+        /// record is a plain `ZADD XX` of those segments per pod (recency only); otherwise one `EVALSHA` gets the
+        /// blocks after the shortest known run and writes only what the pods don't hold. A chain this lane
+        /// recorded for the pod within a second is skipped (also when the lookup fell back), so a hot prefix
+        /// costs Redis only its lookups and a Redis that is behind gets no extra load. No-op when not connected
+        /// (the local index has it).
         public func record(keyPrefix: String, model: String, hashes: [UInt64],
-                           pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)]) {
+                           pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)], lookup: [RedisReply]? = nil) {
             guard client.isReady, let tip = hashes.last else { return }
             let now = EventLoop.now()
             let ns = namespace(keyPrefix, model)
             let nsKey = UInt64(bitPattern: Int64(ns.hashValue))
-            var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = []
+            var pods: [(id: UInt64, endpoint: Endpoint, capacity: Int, known: Int, segments: [UInt64])] = []
             for p in allPods {
-                let key = podID(p.endpoint) ^ (tip &* 0x9E37_79B9_7F4A_7C15) ^ nsKey
+                let id = podID(p.endpoint)
+                let key = id ^ (tip &* 0x9E37_79B9_7F4A_7C15) ^ nsKey
                 if let t = refreshed[key], now &- t < Lane.refreshIntervalNanos { continue }
                 if refreshed.count >= 65_536 { refreshed.removeAll(keepingCapacity: true) }
                 refreshed[key] = now
-                pods.append(p)
+                let known = lookup == nil ? 0 : min(max(0, p.known), hashes.count)
+                var segments = lookup.map { RedisPrefixIndex.segments($0, podID: id, run: known) } ?? []
+                if segments.count > Lane.maxTouchedSegments { segments.removeLast(segments.count - Lane.maxTouchedSegments) }
+                pods.append((id, p.endpoint, p.capacity, known, segments))
             }
             if pods.isEmpty { return }
+            let nowMillis = Lane.wallClockMillis()
+            if pods.allSatisfy({ $0.known == hashes.count }) {
+                for p in pods where !p.segments.isEmpty { touch(ns, p.id, p.segments, nowMillis) }
+                return
+            }
             if !announced.contains(ns) {
                 announced.insert(ns)
                 client.send([Array("SADD".utf8), Array((keyPrefix + "namespaces").utf8), ns]) { _ in }
             }
+            let first = pods.map(\.known).min() ?? 0   // blocks 1…first are held by every pod: not sent
+            let blocks = hashes[first...]
             encoder.reset()
-            encoder.beginCommand(argumentCount: 3 + hashes.count + pods.count + 1 + 2 + 4 * pods.count)
+            encoder.beginCommand(argumentCount: 3 + blocks.count + 3 + pods.reduce(0) { $0 + 5 + $1.segments.count })
             encoder.append(argument: "EVALSHA")
             encoder.append(argument: recordSHA)
-            encoder.append(argument: hashes.count + pods.count + 1)
-            appendBlockKeys(ns, hashes)
-            for p in pods { appendKey(ns, ":p:", podID(p.endpoint)) }
-            keyScratch.removeAll(keepingCapacity: true)
-            keyScratch.append(contentsOf: ns)
-            keyScratch.append(contentsOf: ":pods".utf8)
-            encoder.append(argument: keyScratch)
-            encoder.append(argument: hashes.count)
+            encoder.append(argument: blocks.count)
+            appendBlockKeys(ns, blocks)
+            encoder.append(argument: blocks.count)
             encoder.append(argument: pods.count)
+            encoder.append(argument: Int(nowMillis))
             for p in pods {
-                appendID(podID(p.endpoint))
+                appendID(p.id)
                 encoder.append(argument: max(1, p.capacity))
                 encoder.append(argument: p.endpoint.spec.namespacedName)
-                encoder.append(argument: min(max(0, p.known), hashes.count))
+                encoder.append(argument: p.known - first)
+                encoder.append(argument: p.segments.count)
+                for s in p.segments { appendID(s) }
             }
             metrics.roundTripsRecord.increment()
             client.send(resp: encoder.bytes) { [weak self] result in
@@ -378,6 +427,35 @@ public final class RedisPrefixIndex: Sendable {
                 self.metrics.errorsRecord.increment()
                 if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") { self.reloadScripts() }
             }
+        }
+
+        /// The recency of a chain whose blocks a pod holds: one `ZADD XX` of its segments, scored like the
+        /// record script (now × 1024 minus the depth, so deeper segments go first); `XX` never re-adds a
+        /// segment evicted since the lookup.
+        private func touch(_ ns: [UInt8], _ id: UInt64, _ segments: [UInt64], _ nowMillis: UInt64) {
+            encoder.reset()
+            encoder.beginCommand(argumentCount: 3 + 2 * segments.count)
+            encoder.append(argument: "ZADD")
+            appendKey(ns, ":p:", id)
+            encoder.append(argument: "XX")
+            for (depth, s) in segments.enumerated() {
+                encoder.append(argument: Int(nowMillis) * 1024 + 1023 - min(depth + 1, 1022))
+                appendID(s)
+            }
+            metrics.roundTripsTouch.increment()
+            client.send(resp: encoder.bytes) { [weak self] result in
+                if case .success(.integer) = result { return }
+                self?.metrics.errorsRecord.increment()
+            }
+        }
+
+        /// Segments touched per pod and record (the score keeps a depth of at most 1022 below the time).
+        static let maxTouchedSegments = 1000
+
+        static func wallClockMillis() -> UInt64 {
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
         }
 
         // MARK: prune
@@ -448,7 +526,7 @@ public final class RedisPrefixIndex: Sendable {
             encoder.append(argument: keyScratch)
         }
 
-        private func appendBlockKeys(_ ns: [UInt8], _ hashes: [UInt64]) {
+        private func appendBlockKeys(_ ns: [UInt8], _ hashes: ArraySlice<UInt64>) {
             keyScratch.removeAll(keepingCapacity: true)
             keyScratch.append(contentsOf: ns)
             keyScratch.append(contentsOf: ":b:".utf8)

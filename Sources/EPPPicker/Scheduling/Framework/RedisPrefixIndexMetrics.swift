@@ -8,6 +8,7 @@ public final class RedisPrefixIndexMetrics: Sendable {
     let lookupLatency: Histogram
     let roundTripsLookup: Counter
     let roundTripsRecord: Counter
+    let roundTripsTouch: Counter
     let roundTripsPrune: Counter
     let errorsLookup: Counter
     let errorsRecord: Counter
@@ -30,12 +31,13 @@ public final class RedisPrefixIndexMetrics: Sendable {
 
     public init(registry: MetricsRegistry) {
         lookupLatency = registry.histogram("epp_prefix_index_redis_lookup_duration_seconds",
-                                           "Redis prefix lookup round trip (EVALSHA sent to reply), late replies included.",
+                                           "Redis prefix lookup round trip (MGET sent to reply), late replies included.",
                                            bounds: Histogram.exponential(start: 0.000_025, factor: 2, count: 14)).labels()
         let trips = registry.counter("epp_prefix_index_redis_round_trips_total",
-                                     "Redis prefix index round trips (one EVALSHA each) by operation.", labels: ["op"])
+                                     "Redis prefix index round trips by operation: lookup (MGET), record (EVALSHA: new blocks), touch (ZADD XX: recency only), prune (EVALSHA).", labels: ["op"])
         roundTripsLookup = trips.labels("lookup")
         roundTripsRecord = trips.labels("record")
+        roundTripsTouch = trips.labels("touch")
         roundTripsPrune = trips.labels("prune")
         let errors = registry.counter("epp_prefix_index_redis_errors_total",
                                       "Redis prefix index operations without a usable reply (error reply, timeout, lost connection) by operation.",

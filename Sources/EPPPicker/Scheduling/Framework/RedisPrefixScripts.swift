@@ -1,104 +1,144 @@
 import EPPRedis
 
-/// Lua scripts of the Redis prefix index (layout: `RedisPrefixIndex.swift`): the writes, which must
-/// read-modify-write atomically. Each runs as one `EVALSHA` (one round trip). Lookups are a plain `MGET`. Pod ids and block hashes are 8 raw bytes; a block value is the concatenation
-/// of the ids of the pods holding it, so membership is a plain `string.find` at an 8-byte-aligned offset.
+/// Lua scripts of the Redis prefix index (layout: `RedisPrefixIndex.swift`): the writes that must
+/// read-modify-write atomically. Each runs as one `EVALSHA` (one round trip). Lookups are a plain `MGET`, and a
+/// record that only refreshes recency is a plain `ZADD XX`. Pod, segment and block ids are 8 raw bytes; a block
+/// value is a list of 16-byte entries `pod id ‖ segment id`, so membership is a plain `string.find` at a
+/// 16-byte-aligned offset.
 enum RedisPrefixScripts {
-    /// Shared helpers. `drop_all` cuts `id` out of the values of the blocks `members` (hashes; keys are
-    /// `bprefix .. hash`), deleting keys no pod holds any more, with one MGET and at most one DEL and one MSET
-    /// per 1000 blocks. Every aligned copy goes (a duplicate can only follow a partial loss of keys).
+    /// Shared helpers.
+    /// `entry(v, id)`: offset of `id`'s entry in the block value `v`, or nil.
+    /// `drop(ns, blocks, id)`: cuts `id`'s entries out of the values of `blocks` (concatenated 8-byte hashes),
+    /// deleting keys nobody holds any more: one MGET and at most one DEL and one MSET per 1000 blocks.
+    /// `drop_segments(ns, id, segs)`: removes whole segments of pod `id` (their blocks and their keys); returns
+    /// the number of block entries removed.
     /// Replies never carry ZSET scores: Redis 7.0 formats each double with snprintf (~1 µs apiece).
     private static let helpers = """
-    local function holds(v, id)
+    local function entry(v, id)
       local s = 1
       while true do
         local i = string.find(v, id, s, true)
-        if not i then return false end
-        if i % 8 == 1 then return true end
+        if not i then return nil end
+        if i % 16 == 1 then return i end
         s = i + 1
       end
     end
-    local function drop_all(bprefix, members, id)
-      for from = 1, #members, 1000 do
-        local to = math.min(from + 999, #members)
+    local function drop(ns, blocks, id)
+      local n = #blocks / 8
+      for from = 1, n, 1000 do
+        local to = math.min(from + 999, n)
         local keys = {}
-        for i = from, to do keys[i - from + 1] = bprefix .. members[i] end
+        for i = from, to do keys[i - from + 1] = ns .. ':b:' .. string.sub(blocks, 8 * i - 7, 8 * i) end
         local vals = redis.call('MGET', unpack(keys))
-        local set, ns, del, nd = {}, 0, {}, 0
+        local set, ns2, del, nd = {}, 0, {}, 0
         for i = 1, #keys do
           local v = vals[i]
           if v then
             local out, k = {}, 0
-            for j = 1, #v, 8 do
-              local x = string.sub(v, j, j + 7)
-              if x ~= id then k = k + 1; out[k] = x end
+            for j = 1, #v, 16 do
+              if string.sub(v, j, j + 7) ~= id then k = k + 1; out[k] = string.sub(v, j, j + 15) end
             end
             if k == 0 then nd = nd + 1; del[nd] = keys[i]
-            elseif k * 8 ~= #v then ns = ns + 2; set[ns - 1] = keys[i]; set[ns] = table.concat(out) end
+            elseif k * 16 ~= #v then ns2 = ns2 + 2; set[ns2 - 1] = keys[i]; set[ns2] = table.concat(out) end
           end
         end
         if nd > 0 then redis.call('DEL', unpack(del, 1, nd)) end
-        if ns > 0 then redis.call('MSET', unpack(set, 1, ns)) end
+        if ns2 > 0 then redis.call('MSET', unpack(set, 1, ns2)) end
       end
+    end
+    local function drop_segments(ns, id, segs)
+      local removed = 0
+      for _, seg in ipairs(segs) do
+        local skey = ns .. ':s:' .. id .. seg
+        local blocks = redis.call('GET', skey)
+        if blocks then
+          drop(ns, blocks, id)
+          removed = removed + #blocks / 8
+          redis.call('DEL', skey)
+        end
+      end
+      return removed
     end
 
     """
 
-    /// KEYS = n block keys (chain order), then p recency ZSETs (one per pod), then the namespace's pod registry
-    /// HASH. ARGV = n, p, then per pod: id, capacity, name, known (this request's Redis lookup found the pod
-    /// holding blocks 1…known; 0 when unknown). Per pod, one ZADD refreshes the recency of all n blocks and
-    /// counts the new ones; only those get the id appended (one MGET + one MSET). When the count is exactly
-    /// n − known, blocks known+1…n are the new ones; otherwise their values are checked. Scores are Redis' own
-    /// clock (ms × 1024) minus the block's position, so eviction beyond capacity takes the least recently used
-    /// requests first and, within one, the deepest blocks first (prefixes stay intact).
-    /// Returns {block entries written, entries evicted}.
+    /// Writes the blocks a request brings that its pods don't hold yet, as one new segment per pod.
+    /// KEYS = m block keys: the request's chain from block `first` on (epp leaves out the leading blocks its
+    /// lookup found every recorded pod holding). ARGV = m, p, now (wall-clock ms), then per pod: id, capacity,
+    /// name, skip (leading KEYS the lookup found this pod holding), t, then t segment ids to touch (the
+    /// segments of the held run, chain order).
+    /// Per pod: the blocks after `skip` are read (one MGET shared by all pods); ones the pod holds add their
+    /// segment to the touch list (covers a stale or missing lookup), the others get `id ‖ segment` appended and
+    /// form the new segment (id = its first block's hash; key `ns:s:<pod><segment>` = its hashes). One `ZADD XX`
+    /// refreshes the touched segments and one `ZADD` adds the new one; scores are now × 1024 minus the depth in
+    /// the chain, so eviction takes the least recently used requests first and, within one, the deepest
+    /// segments first (prefixes stay intact). Past `capacity` blocks, the pod's oldest segments are removed
+    /// whole (never its last one). Returns {block entries written, entries evicted}.
     static let record = RedisScript(helpers + """
-    local n, p = tonumber(ARGV[1]), tonumber(ARGV[2])
-    local t = redis.call('TIME')
-    local base = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 1024
-    local bprefix = string.sub(KEYS[1], 1, -9)
-    local z = {}
-    for i = 1, n do
-      local r = i - 1
-      if r > 1023 then r = 1023 end
-      z[2 * i - 1] = base + 1023 - r
-      z[2 * i] = string.sub(KEYS[i], -8)
-    end
-    local written, evicted = 0, 0
+    local m, p = tonumber(ARGV[1]), tonumber(ARGV[2])
+    local base = tonumber(ARGV[3]) * 1024
+    local ns = string.sub(KEYS[1], 1, -12)
+    local vals = redis.call('MGET', unpack(KEYS))
+    local set, nset = {}, 0
+    local grown = {}
+    local o = 4
     for q = 1, p do
-      local o = 4 * q - 1
-      local id, cap, name, known = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2], tonumber(ARGV[o + 3])
-      if known > n then known = n end
-      local lru = KEYS[n + q]
-      local added = redis.call('ZADD', lru, unpack(z))
-      if added > 0 then
-        local vals = redis.call('MGET', unpack(KEYS, known + 1, n))
-        local all = added == n - known
-        local set, ns = {}, 0
-        for i = known + 1, n do
-          local v = vals[i - known]
-          if all or not v or not holds(v, id) then
-            ns = ns + 2; set[ns - 1] = KEYS[i]; set[ns] = (v or '') .. id
-          end
+      local id, cap, name = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
+      local skip, t = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+      local touch, nt = {}, 0
+      for j = 1, t do nt = nt + 1; touch[nt] = ARGV[o + 4 + j] end
+      o = o + 5 + t
+      local seg, blocks, nb = nil, {}, 0
+      for i = skip + 1, m do
+        local v = vals[i]
+        local at = v and entry(v, id)
+        if at then
+          local s = string.sub(v, at + 8, at + 15)
+          if touch[nt] ~= s then nt = nt + 1; touch[nt] = s end
+        else
+          local h = string.sub(KEYS[i], -8)
+          if not seg then seg = h end
+          nb = nb + 1; blocks[nb] = h
+          v = (v or '') .. id .. seg
+          vals[i] = v
+          nset = nset + 2; set[nset - 1] = KEYS[i]; set[nset] = v
         end
-        if ns > 0 then redis.call('MSET', unpack(set, 1, ns)) end
-        written = written + ns / 2
-        redis.call('HSET', KEYS[n + p + 1], id, name)
       end
-      local over = redis.call('ZCARD', lru) - cap
-      if over > 0 then
-        local old = redis.call('ZRANGE', lru, 0, over - 1)
-        redis.call('ZREMRANGEBYRANK', lru, 0, over - 1)
-        drop_all(bprefix, old, id)
-        evicted = evicted + #old
+      local lru = ns .. ':p:' .. id
+      if nt > 0 then
+        local z, nz = {'XX'}, 1
+        for j = 1, nt do z[nz + 1] = base + 1023 - math.min(j, 1022); z[nz + 2] = touch[j]; nz = nz + 2 end
+        redis.call('ZADD', lru, unpack(z))
+      end
+      if nb > 0 then
+        redis.call('SET', ns .. ':s:' .. id .. seg, table.concat(blocks))
+        redis.call('ZADD', lru, base + 1023 - math.min(nt + 1, 1023), seg)
+        redis.call('HSET', ns .. ':pods', id, name)
+        grown[#grown + 1] = {id, cap, lru, redis.call('HINCRBY', ns .. ':n', id, nb), nb}
+      end
+    end
+    if nset > 0 then redis.call('MSET', unpack(set, 1, nset)) end
+    local written, evicted = nset / 2, 0
+    for _, g in ipairs(grown) do
+      local id, cap, lru, count = g[1], g[2], g[3], g[4]
+      local dropped = 0
+      while count - dropped > cap do
+        local oldest = redis.call('ZRANGE', lru, 0, 0)
+        if #oldest == 0 or redis.call('ZCARD', lru) <= 1 then break end
+        redis.call('ZREM', lru, oldest[1])
+        dropped = dropped + drop_segments(ns, id, oldest)
+      end
+      if dropped > 0 then
+        redis.call('HINCRBY', ns .. ':n', id, -dropped)
+        evicted = evicted + dropped
       end
     end
     return {written, evicted}
     """)
 
     /// KEYS[1] = a namespace's pod registry HASH; ARGV[1] = the namespace; ARGV[2…] = ids of pods to keep.
-    /// Every other registered pod loses all its block entries, its recency ZSET and its registry entry.
-    /// Returns {pods removed, entries removed}. O(entries of the removed pods).
+    /// Every other registered pod loses all its block entries, segments, recency ZSET, count and registry
+    /// entry. Returns {pods removed, entries removed}. O(entries of the removed pods).
     static let prune = RedisScript(helpers + """
     local keep = {}
     for i = 2, #ARGV do keep[ARGV[i]] = true end
@@ -107,11 +147,10 @@ enum RedisPrefixScripts {
     for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
       if not keep[id] then
         local lru = ns .. ':p:' .. id
-        local members = redis.call('ZRANGE', lru, 0, -1)
-        drop_all(ns .. ':b:', members, id)
-        entries = entries + #members
+        entries = entries + drop_segments(ns, id, redis.call('ZRANGE', lru, 0, -1))
         redis.call('DEL', lru)
         redis.call('HDEL', KEYS[1], id)
+        redis.call('HDEL', ns .. ':n', id)
         pods = pods + 1
       end
     end

@@ -1,4 +1,5 @@
 import EPPEventLoop
+import EPPRedis
 import EPPProtobuf
 
 /// Everything the plugins see of one request. One instance per scheduler (= per event loop), reset and
@@ -51,8 +52,8 @@ public final class SchedulingContext {
     var pendingAsync: [any AsyncDataProducer] = []
     /// Per-request state of the precise prefix scorers (`PrecisePrefixCacheScorer`), one per instance.
     var precisePrefixRequests: [PrecisePrefixRequest] = []
-    /// `prefixMatches` came from Redis (not the local fallback).
-    var prefixMatchesFromRedis = false
+    /// The Redis lookup's block values when `prefixMatches` came from Redis (nil: the local index answered).
+    var prefixRedisValues: [RedisReply]?
 
     /// The body bytes (valid only during `schedule`; empty in the steps after an asynchronous prefix lookup).
     public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -148,7 +149,7 @@ public final class SchedulingContext {
         blockSizeTokens = 16
         pendingAsync.removeAll(keepingCapacity: true)
         precisePrefixRequests.removeAll(keepingCapacity: true)
-        prefixMatchesFromRedis = false
+        prefixRedisValues = nil
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false
     }

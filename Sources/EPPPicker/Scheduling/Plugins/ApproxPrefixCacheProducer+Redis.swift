@@ -4,7 +4,7 @@ import EPPEventLoop
 /// the hashes and marks the request (`ctx.pendingAsync`); the scheduler parks it and calls
 /// `startRedisLookup`. Whenever Redis can't answer within `lookupBudget` (not connected, slow, error) the
 /// in-process index answers instead — it is recorded on every pick too, so it is warm — and the fallback is
-/// counted. Records go to both: the local index synchronously, Redis as one fire-and-forget `EVALSHA`.
+/// counted. Records go to both: the local index synchronously, Redis as one fire-and-forget command (`Lane.record`).
 extension ApproxPrefixCacheProducer {
     static func redisParameters(_ name: String, _ params: ConfigReader?, _ redis: RedisPrefixIndex?)
         throws(PickerConfigError) -> (RedisPrefixIndex?, String, UInt64) {
@@ -55,10 +55,10 @@ extension ApproxPrefixCacheProducer {
         return lane.lookup(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.prefixHashes,
                            candidates: ctx.endpoints, budgetNanos: lookupBudgetNanos) { [self] result in
             switch result {
-            case .success(let counts) where counts.count == ctx.endpoints.count:
+            case .success(let matches) where matches.counts.count == ctx.endpoints.count:
                 ctx.prefixMatches.removeAll(keepingCapacity: true)
-                ctx.prefixMatches.append(contentsOf: counts)
-                ctx.prefixMatchesFromRedis = true
+                ctx.prefixMatches.append(contentsOf: matches.counts)
+                ctx.prefixRedisValues = matches.values
             default:
                 lookupLocally(ctx)
             }
@@ -74,12 +74,13 @@ extension ApproxPrefixCacheProducer {
         guard let redis, let loop = ctx.eventLoop, let lane = redis.lane(for: loop) else { return }
         // How many leading blocks Redis just said the pod holds (0 when the local index answered).
         func known(_ e: Endpoint) -> Int {
-            guard ctx.prefixMatchesFromRedis, let i = ctx.endpoints.firstIndex(where: { $0 === e }) else { return 0 }
+            guard ctx.prefixRedisValues != nil, let i = ctx.endpoints.firstIndex(where: { $0 === e }) else { return 0 }
             return ctx.prefixMatches[i]
         }
         var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = [(primary, capacity(primary), known(primary))]
         if let prefill, prefill !== primary { pods.append((prefill, capacity(prefill), known(prefill))) }
-        lane.record(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.prefixHashes, pods: pods)
+        lane.record(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.prefixHashes, pods: pods,
+                    lookup: ctx.prefixRedisValues)
     }
 
     /// Discovery changed: drop the endpoints that left, locally and (once per change for all loops) in Redis.
