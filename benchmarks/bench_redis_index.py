@@ -284,20 +284,55 @@ def prompt_for(workload, blocks, rnd, system, histories):
     return "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(size))
 
 
+PICK_CONFIG = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: approx-prefix-cache-producer
+  parameters: {redisBlockStride: %d}
+- type: prefix-cache-scorer
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - {pluginRef: max-score-picker}
+"""
+
+
+def top_level_usec(r):
+    """Redis time of the index's top-level commands since the last SLOWLOG RESET (slowlog threshold 0 logs
+    every command with its execution time; commands a script runs are inside its EVALSHA, not listed)."""
+    per = {}
+    for entry in r.call("SLOWLOG", "GET", "-1"):
+        name = entry[3][0].decode().lower()
+        if name in ("mget", "evalsha", "zadd", "sadd"):
+            calls, usec = per.get(name, (0, 0))
+            per[name] = (calls + 1, usec + entry[2])
+    return per
+
+
 def picks_through_epp(redis_port, quick):
-    """Sequential picks (concurrency 1) through a release epp with --redis-url, per workload: Redis CPU and
-    commands per pick (lookups and records together), epp's own lookup round trip (the time a request is
-    parked: what Redis adds), and the client-side pick latency against an epp with the local index."""
+    """Sequential picks (concurrency 1) through a release epp with --redis-url, per workload and
+    redisBlockStride: Redis CPU and top-level command time per pick (lookups and records together), epp's own
+    lookup round trip (the time a request is parked: what Redis adds), and the client-side pick latency
+    against an epp with the local index."""
     import grpc
     from test_extproc_grpc import Stream, body_msg, headers_msg
     harness.EPP_BIN = os.environ.get("EPP_BIN") or build_release()
     r = Resp(redis_port)
+    r.call("CONFIG", "SET", "slowlog-log-slower-than", "0")
+    r.call("CONFIG", "SET", "slowlog-max-len", "100000")
     backends = [harness.RecordingBackend() for _ in range(4)]
     ports = [b.port for b in backends]
     rnd0 = random.Random(7)
     system = "".join(rnd0.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(256 * 64))
     histories = ["".join(rnd0.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(256 * 64)) for _ in range(100)]
-    picks = 400 if quick else 3000
+    picks = 300 if quick else 3000
     rows = []
 
     def pick(ch, prompt):
@@ -317,48 +352,47 @@ def picks_through_epp(redis_port, quick):
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(len(xs) * f))] * 1e6
 
+    def run(workload, blocks, extra):
+        r.call("FLUSHALL")
+        epp = harness.start_epp(ports, extra_args=extra)
+        ch = grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}")
+        try:
+            time.sleep(0.5)
+            rnd = random.Random(11)
+            for _ in range(picks // 2):   # warm-up: the conversations' prefixes get recorded
+                pick(ch, prompt_for(workload, blocks, rnd, system, histories))
+            time.sleep(0.05)
+            r.call("SLOWLOG", "RESET")
+            cpu0 = redis_cpu(r)
+            h0 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
+            fb0 = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values())
+            times = [pick(ch, prompt_for(workload, blocks, rnd, system, histories)) for _ in range(picks)]
+            time.sleep(0.05)   # the last records are fire and forget
+            cpu = (redis_cpu(r) - cpu0) / picks * 1e6
+            per = top_level_usec(r)
+            h1 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
+            fb = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values()) - fb0
+            return times, cpu, per, h0, h1, int(fb)
+        finally:
+            ch.close()
+            epp.stop()
+
     try:
         for workload, blocks in WORKLOADS.items():
-            latency = {}
-            for backend in ("local", "redis"):
-                r.call("FLUSHALL")
-                extra = [f"--redis-url=redis://127.0.0.1:{redis_port}"] if backend == "redis" else []
-                epp = harness.start_epp(ports, extra_args=extra)
-                ch = grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}")
-                try:
-                    time.sleep(0.5)
-                    rnd = random.Random(11)
-                    for _ in range(picks // 2):   # warm-up: the conversations' prefixes get recorded
-                        pick(ch, prompt_for(workload, blocks, rnd, system, histories))
-                    time.sleep(0.05)
-                    r.call("CONFIG", "RESETSTAT")
-                    cpu0 = redis_cpu(r)
-                    h0 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
-                    fb0 = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values())
-                    times = [pick(ch, prompt_for(workload, blocks, rnd, system, histories)) for _ in range(picks)]
-                    time.sleep(0.05)   # the last records are fire and forget
-                    cpu = (redis_cpu(r) - cpu0) / picks * 1e6
-                    h1 = histogram_buckets(epp.metrics_port, "epp_prefix_index_redis_lookup_duration_seconds")
-                    fb = sum(harness.prometheus_values(epp.metrics_port, "epp_prefix_index_redis_fallbacks_total").values()) - fb0
-                    latency[backend] = (q(times, 0.5), q(times, 0.99))
-                    if backend == "redis":
-                        info = r.call("INFO", "commandstats").decode()
-                        calls = {m.group(1): (int(m.group(2)), float(m.group(3)))
-                                 for m in re.finditer(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", info)}
-                        per = ", ".join(f"{c} {calls[c][0] / picks:.2f}" for c in ("mget", "evalsha", "zadd") if c in calls)
-                        usec = sum(v[1] for k, v in calls.items() if k in ("mget", "evalsha", "zadd")) / picks
-                        rtt50 = bucket_quantile(h0, h1, 0.5) * 1e6
-                        rtt99 = bucket_quantile(h0, h1, 0.99) * 1e6
-                        stats = (cpu, usec, per, rtt50, rtt99, int(fb))
-                finally:
-                    ch.close()
-                    epp.stop()
-            cpu, usec, per, rtt50, rtt99, fb = stats
-            rows.append(f"| {workload} | {blocks} | {picks} | {cpu:.1f} | {usec:.1f} | {per} | ≤ {rtt50:.0f} / ≤ {rtt99:.0f} "
-                        f"| {latency['local'][0]:.0f} / {latency['local'][1]:.0f} | {latency['redis'][0]:.0f} / {latency['redis'][1]:.0f} "
-                        f"| {fb} |")
-            print(rows[-1], flush=True)
+            local_times = run(workload, blocks, [])[0]
+            for stride in (1, 4):
+                extra = [f"--redis-url=redis://127.0.0.1:{redis_port}", f"--config-text={PICK_CONFIG % stride}"]
+                times, cpu, per, h0, h1, fb = run(workload, blocks, extra)
+                usec = sum(u for _, u in per.values()) / picks
+                cmds = ", ".join(f"{c} {per[c][0] / picks:.2f} ({per[c][1] / max(1, per[c][0]):.1f} µs)"
+                                 for c in ("mget", "evalsha", "zadd") if c in per)
+                rows.append(f"| {workload} | {blocks} | {stride} | {picks} | **{usec:.1f}** | {cpu:.1f} | {cmds} "
+                            f"| ≤ {bucket_quantile(h0, h1, 0.5) * 1e6:.0f} / ≤ {bucket_quantile(h0, h1, 0.99) * 1e6:.0f} "
+                            f"| {q(local_times, 0.5):.0f} / {q(local_times, 0.99):.0f} | {q(times, 0.5):.0f} / {q(times, 0.99):.0f} "
+                            f"| {fb} |")
+                print(rows[-1], flush=True)
     finally:
+        r.call("CONFIG", "SET", "slowlog-log-slower-than", "10000")
         for b in backends:
             b.stop()
     return rows
@@ -433,13 +467,16 @@ def main():
                 lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} "
                              f"| {touch:.1f} / {turn:.1f} / {new:.1f} | {empty:.1f} |")
                 print(lines[-1], flush=True)
-        lines += ["", "Picks through epp, one at a time (Python gRPC client), per workload: Redis CPU per pick (`INFO cpu`, lookups "
-                  "and records), Redis time per pick (`INFO commandstats` usec of mget + evalsha + zadd) and commands per pick, "
-                  "epp's lookup round trip (histogram bucket bounds: the time a request waits for Redis), client-side pick "
-                  "latency with the local index and with Redis (Python client included), fallbacks to the local index.", "",
-                  "| workload | blocks | picks | Redis CPU µs/pick | Redis usec/pick (commandstats) | commands/pick "
+        lines += ["", "Picks through epp, one at a time (Python gRPC client), per workload and `redisBlockStride`: Redis time "
+                  "per pick = execution time of the index's top-level commands (`SLOWLOG` at threshold 0: lookup MGET, "
+                  "record EVALSHA incl. everything it calls, touch ZADD), then Redis process CPU per pick (`INFO cpu`: adds "
+                  "reading/answering each command — one syscall pair per command at concurrency 1 — and the event loop), "
+                  "top-level commands per pick (mean µs each), epp's lookup round trip (histogram bucket bounds: the time a "
+                  "request waits for Redis), client-side pick latency with the local index and with Redis (Python client "
+                  "included), fallbacks to the local index.", "",
+                  "| workload | blocks | stride | picks | Redis command µs/pick | Redis process CPU µs/pick | commands/pick "
                   "| epp lookup RTT p50 / p99 µs | pick latency local p50 / p99 µs | pick latency redis p50 / p99 µs | fallbacks |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += picks_through_epp(redis.port, args.quick)
         lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
                   "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]

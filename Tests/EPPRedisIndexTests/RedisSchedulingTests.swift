@@ -11,12 +11,12 @@ import Testing
 /// in-process indexes agree through Redis.
 @Suite(.serialized)
 struct RedisSchedulingTests {
-    static let config = """
+    static func config(stride: Int) -> String { """
     apiVersion: inference.networking.x-k8s.io/v1alpha1
     kind: EndpointPickerConfig
     plugins:
     - type: approx-prefix-cache-producer
-      parameters: {indexBackend: redis, lookupBudget: 500ms}
+      parameters: {indexBackend: redis, lookupBudget: 500ms, redisBlockStride: \(stride)}
     - type: prefix-cache-scorer
     - type: max-score-picker
     schedulingProfiles:
@@ -25,6 +25,7 @@ struct RedisSchedulingTests {
       - {pluginRef: prefix-cache-scorer, weight: 1}
       - {pluginRef: max-score-picker}
     """
+    }
 
     final class Collector: SchedulingWaiter, @unchecked Sendable {
         var outcomes: [String] = []
@@ -44,11 +45,11 @@ struct RedisSchedulingTests {
         let scheduler: FrameworkScheduler
         var loop: EventLoop { group.loops[0] }
 
-        init(_ ds: Datastore, url: String) throws {
+        init(_ ds: Datastore, url: String, stride: Int = 1) throws {
             group.start()
             index = RedisPrefixIndex(url: try RedisURL(parsing: url), registry: MetricsRegistry())
             let env = PluginEnvironment(redisIndex: index)
-            scheduler = FrameworkScheduler(datastore: ds, config: ConfigHolder(try PickerConfig.parse(text: RedisSchedulingTests.config, environment: env)))
+            scheduler = FrameworkScheduler(datastore: ds, config: ConfigHolder(try PickerConfig.parse(text: RedisSchedulingTests.config(stride: stride), environment: env)))
             scheduler.eventLoop = group.loops[0]
             index.attach(group.loops[0])
         }
@@ -112,12 +113,15 @@ struct RedisSchedulingTests {
         String(repeating: "\(topic) is the shared system prompt of this conversation. ", count: 20) + "turn \(i)"
     }
 
-    @Test func replicasAgreeThroughRedisAndParkedRequestsKeepTheirOwnContext() async throws {
+    /// Stride 4: Redis keeps every 4th block's key (and the last), so the same agreement costs a quarter of the writes.
+    @Test(arguments: [1, 4])
+    func replicasAgreeThroughRedisAndParkedRequestsKeepTheirOwnContext(stride: Int) async throws {
         let server = try RedisIndexTestServer()
         let ds = Self.datastore()
-        let a = try Replica(ds, url: server.url), b = try Replica(ds, url: server.url)
+        let a = try Replica(ds, url: server.url, stride: stride), b = try Replica(ds, url: server.url, stride: stride)
         try await a.waitReady()
         try await b.waitReady()
+        let blocks = Array(Self.prompt("alpha", 0).utf8).count / 64 + 1   // ≤ the chain (the body adds no prompt bytes)
 
         // Three conversations started on replica a (cold: each lands on a tie-broken pod, recorded in Redis).
         var home: [String: String] = [:]
@@ -126,6 +130,9 @@ struct RedisSchedulingTests {
             #expect(n == 1)   // answered after the Redis lookup, not inside schedule
             home[topic] = d[0]
         }
+        try await Task.sleep(nanoseconds: 50_000_000)   // records are fire and forget
+        let written = a.index.metrics.entriesWritten.current
+        #expect(written > 0 && written <= UInt64(3 * ((blocks + stride - 1) / stride + 1)))
         // Replica b has never seen them; its in-process index is empty. Several requests parked at once, mixed.
         let order = ["gamma", "alpha", "beta", "alpha", "gamma", "beta"]
         let (d, n) = try await b.decide(order.enumerated().map { Self.prompt($0.element, $0.offset + 1) })
@@ -143,5 +150,23 @@ struct RedisSchedulingTests {
         await a.stop()
         await b.stop()
         server.stop()
+    }
+
+    @Test func strideSamplingKeepsEveryKthBlockAndTheLast() {
+        var out: [UInt64] = []
+        ApproxPrefixCacheProducer.strided(Array(1...10), stride: 4, into: &out)
+        #expect(out == [4, 8, 10])
+        ApproxPrefixCacheProducer.strided(Array(1...8), stride: 4, into: &out)
+        #expect(out == [4, 8])
+        ApproxPrefixCacheProducer.strided(Array(1...3), stride: 4, into: &out)
+        #expect(out == [3])
+        ApproxPrefixCacheProducer.strided(Array(1...3), stride: 1, into: &out)
+        #expect(out == [1, 2, 3])
+        #expect(ApproxPrefixCacheProducer.blocksCovered(run: 2, stride: 4, blocks: 10) == 8)
+        #expect(ApproxPrefixCacheProducer.blocksCovered(run: 3, stride: 4, blocks: 10) == 10)
+        #expect(ApproxPrefixCacheProducer.blocksCovered(run: 0, stride: 4, blocks: 10) == 0)
+        #expect(throws: PickerConfigError.self) {
+            try PickerConfig.parse(text: RedisSchedulingTests.config(stride: 0), environment: PluginEnvironment())
+        }
     }
 }

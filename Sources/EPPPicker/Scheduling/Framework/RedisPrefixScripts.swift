@@ -79,7 +79,7 @@ enum RedisPrefixScripts {
     local base = tonumber(ARGV[3]) * 1024
     local ns = string.sub(KEYS[1], 1, -12)
     local vals = redis.call('MGET', unpack(KEYS))
-    local set, nset = {}, 0
+    local dirty = {}
     local grown = {}
     local o = 4
     for q = 1, p do
@@ -101,7 +101,7 @@ enum RedisPrefixScripts {
           nb = nb + 1; blocks[nb] = h
           v = (v or '') .. id .. seg
           vals[i] = v
-          nset = nset + 2; set[nset - 1] = KEYS[i]; set[nset] = v
+          dirty[i] = true
         end
       end
       local lru = ns .. ':p:' .. id
@@ -117,8 +117,13 @@ enum RedisPrefixScripts {
         grown[#grown + 1] = {id, cap, lru, redis.call('HINCRBY', ns .. ':n', id, nb), nb}
       end
     end
+    local set, nset = {}, 0
+    for i = 1, m do
+      if dirty[i] then nset = nset + 2; set[nset - 1] = KEYS[i]; set[nset] = vals[i] end
+    end
     if nset > 0 then redis.call('MSET', unpack(set, 1, nset)) end
-    local written, evicted = nset / 2, 0
+    local written, evicted = 0, 0
+    for _, g in ipairs(grown) do written = written + g[5] end
     for _, g in ipairs(grown) do
       local id, cap, lru, count = g[1], g[2], g[3], g[4]
       local dropped = 0

@@ -54,6 +54,9 @@ public final class SchedulingContext {
     var precisePrefixRequests: [PrecisePrefixRequest] = []
     /// The Redis lookup's block values when `prefixMatches` came from Redis (nil: the local index answered).
     var prefixRedisValues: [RedisReply]?
+    /// The block hashes sent to Redis (every `redisBlockStride`-th) and, per candidate, the run of them Redis found.
+    var redisHashes: [UInt64] = []
+    var redisRuns: [Int] = []
 
     /// The body bytes (valid only during `schedule`; empty in the steps after an asynchronous prefix lookup).
     public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -150,6 +153,8 @@ public final class SchedulingContext {
         pendingAsync.removeAll(keepingCapacity: true)
         precisePrefixRequests.removeAll(keepingCapacity: true)
         prefixRedisValues = nil
+        redisHashes.removeAll(keepingCapacity: true)
+        redisRuns.removeAll(keepingCapacity: true)
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false
     }

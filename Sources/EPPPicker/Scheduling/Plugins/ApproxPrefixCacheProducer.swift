@@ -11,7 +11,9 @@
 /// The deprecated `blockSize` (characters) without `blockSizeTokens` is an error.
 /// Shared index (`ApproxPrefixCacheProducer+Redis.swift`): `indexBackend` `local` | `redis` (default redis when
 /// `epp --redis-url` is given, else local), `redisKeyPrefix` (namespace, default `epp-prefix:`), `lookupBudget`
-/// (default 2ms: longer ⇒ the local index answers). The local index is always maintained as the fallback.
+/// (default 2ms: longer ⇒ the local index answers), `redisBlockStride` (default 1: Redis keeps every k-th block's
+/// key and the last, matching to within k − 1 blocks at 1/k of the Redis work). The local index is always
+/// maintained as the fallback.
 /// Auto-created when a plugin needs prefix info and no producer is configured.
 public final class ApproxPrefixCacheProducer: DataProducer {
     public let typeName = "approx-prefix-cache-producer"
@@ -26,12 +28,16 @@ public final class ApproxPrefixCacheProducer: DataProducer {
     public let redis: RedisPrefixIndex?
     public let redisKeyPrefix: String
     public let lookupBudgetNanos: UInt64
+    /// Redis keeps one key per this many blocks (`strided`).
+    public let redisBlockStride: Int
 
     public init(name: String = "approx-prefix-cache-producer", params: ConfigReader? = nil, hints: [String: Int] = [:],
                 index: PrefixIndex, redis: RedisPrefixIndex? = nil) throws(PickerConfigError) {
         self.name = name
         self.index = index
-        (self.redis, redisKeyPrefix, lookupBudgetNanos) = try ApproxPrefixCacheProducer.redisParameters(name, params, redis)
+        let settings = try ApproxPrefixCacheProducer.redisParameters(name, params, redis)
+        (self.redis, redisKeyPrefix, lookupBudgetNanos, redisBlockStride) =
+            (settings.index, settings.keyPrefix, settings.lookupBudgetNanos, settings.blockStride)
         autoTune = try params?.bool("autoTune") ?? true
         if let p = params, p.has("blockSize"), !p.has("blockSizeTokens") {
             throw PickerConfigError(line: p.lineOf("blockSize"),
