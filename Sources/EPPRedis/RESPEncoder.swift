@@ -52,6 +52,10 @@ public struct RESPEncoder: Sendable {
 
     public mutating func append(argument: Int) { append(argument: Int64(argument)) }
 
+    /// The arguments `other` holds (built with `append(argument:)` only, no `*N` header), e.g. a batch of
+    /// arguments collected before their count was known; they count towards this command's `*N`.
+    public mutating func append(argumentsOf other: RESPEncoder) { bytes.append(contentsOf: other.bytes) }
+
     /// A whole command: `*N` + each argument.
     public mutating func encode(command arguments: [[UInt8]]) {
         beginCommand(argumentCount: arguments.count)

@@ -55,14 +55,20 @@ struct RedisPrefixIndexTests {
     func record(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ pods: [(Endpoint, Int)], prefix: String = "t:",
                 model: String = "m", known: Int = 0) async {
         let p = pods.map { (endpoint: $0.0, capacity: $0.1, known: known) }
-        await onLoop { lane.record(keyPrefix: prefix, model: model, hashes: hashes, pods: p) }
+        await onLoop {
+            lane.record(keyPrefix: prefix, model: model, hashes: hashes, pods: p)
+            lane.flushRecords()   // not the 1 ms batch window: the next command of the test must see it
+        }
     }
 
     /// What the scheduler does: a lookup of `hashes` for the pods, then a record with what it found.
     func lookupThenRecord(_ lane: RedisPrefixIndex.Lane, _ hashes: [UInt64], _ pods: [(Endpoint, Int)]) async throws {
         let matches = try #require(await lookupMatches(lane, hashes, pods.map(\.0))).get()
         let p = pods.enumerated().map { (endpoint: $1.0, capacity: $1.1, known: matches.counts[$0]) }
-        await onLoop { lane.record(keyPrefix: "t:", model: "m", hashes: hashes, pods: p, lookup: matches.values) }
+        await onLoop {
+            lane.record(keyPrefix: "t:", model: "m", hashes: hashes, pods: p, lookup: matches.values)
+            lane.flushRecords()
+        }
         _ = await command(lane, [Array("PING".utf8)])   // replies come in order: the record's has been handled
     }
 
@@ -174,6 +180,41 @@ struct RedisPrefixIndexTests {
             throw RedisIndexTestFailure("segment scores missing: \(String(describing: segScoreBefore)) \(String(describing: segScoreAfter))")
         }
         #expect(n > b)
+        await shutdown()
+    }
+
+    @Test func recordsOfOneBatchWindowShareOneScriptCall() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2)
+        let system = Self.chain(16, 8)
+        // Three requests picked within the batch window: two share a system prompt on a (its 8 blocks are
+        // written once), one on b; the window's timer sends them together.
+        await onLoop {
+            lane.record(keyPrefix: "t:", model: "m", hashes: system + Self.chain(17, 2), pods: [(a, 1000, 0)])
+            lane.record(keyPrefix: "t:", model: "m", hashes: system + Self.chain(18, 3), pods: [(a, 1000, 0)])
+            lane.record(keyPrefix: "t:", model: "m", hashes: Self.chain(19, 4), pods: [(b, 1000, 0)])
+        }
+        #expect(index.metrics.roundTripsRecord.current == 0)
+        try await Task.sleep(nanoseconds: 30_000_000)
+        _ = await command(lane, [Array("PING".utf8)])
+        #expect(index.metrics.roundTripsRecord.current == 1)
+        #expect(index.metrics.recordsBatched.current == 3)
+        #expect(index.metrics.entriesWritten.current == 8 + 2 + 3 + 4)
+        #expect(try await lookup(lane, system + Self.chain(17, 2), [a, b])?.get() == [10, 0])
+        #expect(try await lookup(lane, system + Self.chain(18, 3), [a])?.get() == [11])
+        #expect(try await lookup(lane, Self.chain(19, 4), [a, b])?.get() == [0, 4])
+        // a: the first request's 10 blocks are one segment, the second's 3 new blocks another (touching the first).
+        #expect(await command(lane, [Array("ZCARD".utf8), lruKey(a)]) == .integer(2))
+        #expect(await podCount(lane, a) == .string(Array("13".utf8)))
+        // Another model's record sends the batch at once (one script per namespace = one cluster slot).
+        await onLoop {
+            lane.record(keyPrefix: "t:", model: "m", hashes: Self.chain(20, 2), pods: [(a, 1000, 0)])
+            lane.record(keyPrefix: "t:", model: "other", hashes: Self.chain(20, 2), pods: [(a, 1000, 0)])
+            lane.flushRecords()
+        }
+        _ = await command(lane, [Array("PING".utf8)])
+        #expect(index.metrics.roundTripsRecord.current == 3)
+        #expect(try await lookup(lane, Self.chain(20, 2), [a], model: "other")?.get() == [2])
         await shutdown()
     }
 

@@ -202,6 +202,15 @@ public final class RedisPrefixIndex: Sendable {
         private var expiredInFlight = 0
         static let maxExpiredInFlight = 64
         private var nextSeq: UInt64 = 1
+        /// Records waiting to go out as one script call (`flushRecords`): their block keys and their arguments,
+        /// RESP-encoded, all of namespace `batchNamespace`.
+        private var batchKeys = RESPEncoder(capacity: 16 * 1024)
+        private var batchArgs = RESPEncoder(capacity: 4 * 1024)
+        private var batchKeyCount = 0
+        private var batchArgCount = 0
+        private var batchRecords = 0
+        private var batchNamespace: [UInt8] = []
+        private var batchTimer: TimerID?
         private let recordSHA: [UInt8], pruneSHA: [UInt8]
 
         struct PendingLookup {
@@ -361,14 +370,14 @@ public final class RedisPrefixIndex: Sendable {
 
         // MARK: record
 
-        /// Records `hashes` for each pod (decode, prefill), fire and forget, in one round trip. `known`: this
-        /// request's Redis lookup found the pod holding blocks 1…known (0: unknown); `lookup`: that lookup's
-        /// reply, whose entries name the segments along the held run. When every pod holds the whole chain the
-        /// record is a plain `ZADD XX` of those segments per pod (recency only); otherwise one `EVALSHA` gets the
-        /// blocks after the shortest known run and writes only what the pods don't hold. A chain this lane
-        /// recorded for the pod within a second is skipped (also when the lookup fell back), so a hot prefix
-        /// costs Redis only its lookups and a Redis that is behind gets no extra load. No-op when not connected
-        /// (the local index has it).
+        /// Records `hashes` for each pod (decode, prefill), fire and forget. `known`: this request's Redis lookup
+        /// found the pod holding blocks 1…known (0: unknown); `lookup`: that lookup's reply, whose entries name
+        /// the segments along the held run. When every pod holds the whole chain the record is a plain `ZADD XX`
+        /// of those segments per pod (recency only). Otherwise the blocks after the shortest known run join this
+        /// loop's record batch: one `EVALSHA` per `recordBatchDelayNanos` (or 64 records) writes only what the
+        /// pods don't hold. A chain this lane recorded for the pod within a second is skipped (also when the
+        /// lookup fell back), so a hot prefix costs Redis only its lookups and a Redis that is behind gets no
+        /// extra load. No-op when not connected (the local index has it).
         public func record(keyPrefix: String, model: String, hashes: [UInt64],
                            pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)], lookup: [RedisReply]? = nil) {
             guard client.isReady, let tip = hashes.last else { return }
@@ -397,26 +406,58 @@ public final class RedisPrefixIndex: Sendable {
                 announced.insert(ns)
                 client.send([Array("SADD".utf8), Array((keyPrefix + "namespaces").utf8), ns]) { _ in }
             }
+            // One script per namespace (one Redis Cluster slot): a record of another model sends the batch first.
+            if batchRecords > 0 && ns != batchNamespace { flushRecords() }
             let first = pods.map(\.known).min() ?? 0   // blocks 1…first are held by every pod: not sent
             let blocks = hashes[first...]
+            batchNamespace = ns
+            appendBlockKeys(ns, blocks, into: &batchKeys)
+            batchKeyCount += blocks.count
+            batchArgs.append(argument: blocks.count)
+            batchArgs.append(argument: pods.count)
+            batchArgCount += 2
+            for p in pods {
+                withUnsafeBytes(of: p.id.littleEndian) { batchArgs.append(argument: $0) }
+                batchArgs.append(argument: max(1, p.capacity))
+                batchArgs.append(argument: p.endpoint.spec.namespacedName)
+                batchArgs.append(argument: p.known - first)
+                batchArgs.append(argument: p.segments.count)
+                for s in p.segments { withUnsafeBytes(of: s.littleEndian) { batchArgs.append(argument: $0) } }
+                batchArgCount += 5 + p.segments.count
+            }
+            batchRecords += 1
+            if batchRecords >= Lane.maxBatchRecords || batchKeyCount >= Lane.maxBatchKeys {
+                flushRecords()
+            } else if batchTimer == nil {
+                batchTimer = loop.schedule(afterNanoseconds: Lane.recordBatchDelayNanos) { [weak self] in
+                    self?.batchTimer = nil
+                    self?.flushRecords()
+                }
+            }
+        }
+
+        /// Sends the collected records as one `EVALSHA` (`RedisPrefixScripts.record`) now.
+        func flushRecords() {
+            if let t = batchTimer { loop.cancelTimer(t); batchTimer = nil }
+            defer {
+                batchKeys.reset()
+                batchArgs.reset()
+                batchKeyCount = 0
+                batchArgCount = 0
+                batchRecords = 0
+            }
+            guard batchRecords > 0, client.isReady else { return }
             encoder.reset()
-            encoder.beginCommand(argumentCount: 3 + blocks.count + 3 + pods.reduce(0) { $0 + 5 + $1.segments.count })
+            encoder.beginCommand(argumentCount: 3 + batchKeyCount + 2 + batchArgCount)
             encoder.append(argument: "EVALSHA")
             encoder.append(argument: recordSHA)
-            encoder.append(argument: blocks.count)
-            appendBlockKeys(ns, blocks)
-            encoder.append(argument: blocks.count)
-            encoder.append(argument: pods.count)
-            encoder.append(argument: Int(nowMillis))
-            for p in pods {
-                appendID(p.id)
-                encoder.append(argument: max(1, p.capacity))
-                encoder.append(argument: p.endpoint.spec.namespacedName)
-                encoder.append(argument: p.known - first)
-                encoder.append(argument: p.segments.count)
-                for s in p.segments { appendID(s) }
-            }
+            encoder.append(argument: batchKeyCount)
+            encoder.append(argumentsOf: batchKeys)
+            encoder.append(argument: batchRecords)
+            encoder.append(argument: Int(Lane.wallClockMillis()))
+            encoder.append(argumentsOf: batchArgs)
             metrics.roundTripsRecord.increment()
+            metrics.recordsBatched.increment(by: UInt64(batchRecords))
             client.send(resp: encoder.bytes) { [weak self] result in
                 guard let self else { return }
                 if case .success(.array(let r)) = result, r.count == 2, case .integer(let w) = r[0], case .integer(let e) = r[1] {
@@ -428,6 +469,12 @@ public final class RedisPrefixIndex: Sendable {
                 if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") { self.reloadScripts() }
             }
         }
+
+        /// Records sent together at most this long after the first of them (the next request sees a record
+        /// ~1 ms later; Redis gets one script call per batch instead of one per pick).
+        static let recordBatchDelayNanos: UInt64 = 1_000_000
+        static let maxBatchRecords = 64
+        static let maxBatchKeys = 8192
 
         /// The recency of a chain whose blocks a pod holds: one `ZADD XX` of its segments, scored like the
         /// record script (now × 1024 minus the depth, so deeper segments go first); `XX` never re-adds a
@@ -527,6 +574,10 @@ public final class RedisPrefixIndex: Sendable {
         }
 
         private func appendBlockKeys(_ ns: [UInt8], _ hashes: ArraySlice<UInt64>) {
+            appendBlockKeys(ns, hashes, into: &encoder)
+        }
+
+        private func appendBlockKeys(_ ns: [UInt8], _ hashes: ArraySlice<UInt64>, into encoder: inout RESPEncoder) {
             keyScratch.removeAll(keepingCapacity: true)
             keyScratch.append(contentsOf: ns)
             keyScratch.append(contentsOf: ":b:".utf8)

@@ -9,6 +9,8 @@ public final class RedisPrefixIndexMetrics: Sendable {
     let roundTripsLookup: Counter
     let roundTripsRecord: Counter
     let roundTripsTouch: Counter
+    /// Requests recorded by record scripts (÷ record round trips = the mean batch).
+    let recordsBatched: Counter
     let roundTripsPrune: Counter
     let errorsLookup: Counter
     let errorsRecord: Counter
@@ -39,6 +41,8 @@ public final class RedisPrefixIndexMetrics: Sendable {
         roundTripsRecord = trips.labels("record")
         roundTripsTouch = trips.labels("touch")
         roundTripsPrune = trips.labels("prune")
+        recordsBatched = registry.counter("epp_prefix_index_redis_records_batched_total",
+                                          "Requests recorded in Redis through record scripts; one script call carries the records of up to 1 ms of one event loop.").labels()
         let errors = registry.counter("epp_prefix_index_redis_errors_total",
                                       "Redis prefix index operations without a usable reply (error reply, timeout, lost connection) by operation.",
                                       labels: ["op"])

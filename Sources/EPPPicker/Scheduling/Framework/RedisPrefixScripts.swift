@@ -62,70 +62,85 @@ enum RedisPrefixScripts {
 
     """
 
-    /// Writes the blocks a request brings that its pods don't hold yet, as one new segment per pod.
-    /// KEYS = m block keys: the request's chain from block `first` on (epp leaves out the leading blocks its
-    /// lookup found every recorded pod holding). ARGV = m, p, now (wall-clock ms), then per pod: id, capacity,
-    /// name, skip (leading KEYS the lookup found this pod holding), t, then t segment ids to touch (the
-    /// segments of the held run, chain order).
-    /// Per pod: the blocks after `skip` are read (one MGET shared by all pods); ones the pod holds add their
-    /// segment to the touch list (covers a stale or missing lookup), the others get `id ‖ segment` appended and
-    /// form the new segment (id = its first block's hash; key `ns:s:<pod><segment>` = its hashes). One `ZADD XX`
-    /// refreshes the touched segments and one `ZADD` adds the new one; scores are now × 1024 minus the depth in
-    /// the chain, so eviction takes the least recently used requests first and, within one, the deepest
-    /// segments first (prefixes stay intact). Past `capacity` blocks, the pod's oldest segments are removed
-    /// whole (never its last one). Returns {block entries written, entries evicted}.
+    /// Records a batch of requests (those one event loop picked within `Lane.recordBatchDelayNanos`): writes the
+    /// blocks each request brings that its pods don't hold yet, as one new segment per (request, pod).
+    /// KEYS = the requests' block keys, request after request: each request's chain from the first block after
+    /// the run its lookup found every recorded pod holding. ARGV = r (requests), now (wall-clock ms), then per
+    /// request: m (its keys), p (pods), then per pod: id, capacity, name, skip (leading keys of the request the
+    /// lookup found this pod holding), t, then t segment ids to touch (the segments of the held run, chain order).
+    /// One MGET reads every key once; blocks a pod turns out to hold anyway (another replica wrote them, the
+    /// lookup fell back, or an earlier request of the batch) add their segment to the touch list; the others get
+    /// `id ‖ segment` appended and form the new segment (id = its first block's hash; key `ns:s:<pod><segment>`
+    /// = its hashes). Per (request, pod) one `ZADD XX` refreshes the touched segments and one `ZADD` adds the new
+    /// one; scores are now × 1024 minus the depth in the chain, so eviction takes the least recently used
+    /// requests first and, within one, the deepest segments first (prefixes stay intact). At the end one MSET
+    /// writes every changed block, one HINCRBY per pod counts its blocks, and past `capacity` the pod's oldest
+    /// segments are removed whole (never its last one). Returns {block entries written, entries evicted}.
     static let record = RedisScript(helpers + """
-    local m, p = tonumber(ARGV[1]), tonumber(ARGV[2])
-    local base = tonumber(ARGV[3]) * 1024
+    local r = tonumber(ARGV[1])
+    local base = tonumber(ARGV[2]) * 1024
     local ns = string.sub(KEYS[1], 1, -12)
     local vals = redis.call('MGET', unpack(KEYS))
-    local dirty = {}
-    local grown = {}
-    local o = 4
-    for q = 1, p do
-      local id, cap, name = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
-      local skip, t = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
-      local touch, nt = {}, 0
-      for j = 1, t do nt = nt + 1; touch[nt] = ARGV[o + 4 + j] end
-      o = o + 5 + t
-      local seg, blocks, nb = nil, {}, 0
-      for i = skip + 1, m do
-        local v = vals[i]
-        local at = v and entry(v, id)
-        if at then
-          local s = string.sub(v, at + 8, at + 15)
-          if touch[nt] ~= s then nt = nt + 1; touch[nt] = s end
-        else
-          local h = string.sub(KEYS[i], -8)
-          if not seg then seg = h end
-          nb = nb + 1; blocks[nb] = h
-          v = (v or '') .. id .. seg
-          vals[i] = v
-          dirty[i] = true
+    local cache = {}
+    for i = 1, #KEYS do
+      if cache[KEYS[i]] == nil then cache[KEYS[i]] = vals[i] or false end
+    end
+    local dirty, nd, isdirty = {}, 0, {}
+    local grown, ng = {}, 0
+    local o, k0 = 3, 0
+    for _ = 1, r do
+      local m, p = tonumber(ARGV[o]), tonumber(ARGV[o + 1])
+      o = o + 2
+      for _ = 1, p do
+        local id, cap, name = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
+        local skip, t = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+        local touch, nt = {}, 0
+        for j = 1, t do nt = nt + 1; touch[nt] = ARGV[o + 4 + j] end
+        o = o + 5 + t
+        local seg, blocks, nb = nil, {}, 0
+        for i = k0 + skip + 1, k0 + m do
+          local key = KEYS[i]
+          local v = cache[key]
+          local at = v and entry(v, id)
+          if at then
+            local s = string.sub(v, at + 8, at + 15)
+            if touch[nt] ~= s then nt = nt + 1; touch[nt] = s end
+          else
+            local h = string.sub(key, -8)
+            if not seg then seg = h end
+            nb = nb + 1; blocks[nb] = h
+            cache[key] = (v or '') .. id .. seg
+            if not isdirty[key] then isdirty[key] = true; nd = nd + 1; dirty[nd] = key end
+          end
+        end
+        local lru = ns .. ':p:' .. id
+        if nt > 0 then
+          local z, nz = {'XX'}, 1
+          for j = 1, nt do z[nz + 1] = base + 1023 - math.min(j, 1022); z[nz + 2] = touch[j]; nz = nz + 2 end
+          redis.call('ZADD', lru, unpack(z))
+        end
+        if nb > 0 then
+          redis.call('SET', ns .. ':s:' .. id .. seg, table.concat(blocks))
+          redis.call('ZADD', lru, base + 1023 - math.min(nt + 1, 1023), seg)
+          local g = grown[id]
+          if not g then ng = ng + 1; g = {id, cap, name, lru, 0}; grown[id] = g; grown[ng] = g end
+          g[2] = cap
+          g[5] = g[5] + nb
         end
       end
-      local lru = ns .. ':p:' .. id
-      if nt > 0 then
-        local z, nz = {'XX'}, 1
-        for j = 1, nt do z[nz + 1] = base + 1023 - math.min(j, 1022); z[nz + 2] = touch[j]; nz = nz + 2 end
-        redis.call('ZADD', lru, unpack(z))
-      end
-      if nb > 0 then
-        redis.call('SET', ns .. ':s:' .. id .. seg, table.concat(blocks))
-        redis.call('ZADD', lru, base + 1023 - math.min(nt + 1, 1023), seg)
-        redis.call('HSET', ns .. ':pods', id, name)
-        grown[#grown + 1] = {id, cap, lru, redis.call('HINCRBY', ns .. ':n', id, nb), nb}
-      end
+      k0 = k0 + m
     end
-    local set, nset = {}, 0
-    for i = 1, m do
-      if dirty[i] then nset = nset + 2; set[nset - 1] = KEYS[i]; set[nset] = vals[i] end
+    if nd > 0 then
+      local set = {}
+      for i = 1, nd do set[2 * i - 1] = dirty[i]; set[2 * i] = cache[dirty[i]] end
+      redis.call('MSET', unpack(set, 1, 2 * nd))
     end
-    if nset > 0 then redis.call('MSET', unpack(set, 1, nset)) end
     local written, evicted = 0, 0
-    for _, g in ipairs(grown) do written = written + g[5] end
-    for _, g in ipairs(grown) do
-      local id, cap, lru, count = g[1], g[2], g[3], g[4]
+    for i = 1, ng do
+      local id, cap, name, lru, new = grown[i][1], grown[i][2], grown[i][3], grown[i][4], grown[i][5]
+      written = written + new
+      local count = redis.call('HINCRBY', ns .. ':n', id, new)
+      if count == new then redis.call('HSET', ns .. ':pods', id, name) end
       local dropped = 0
       while count - dropped > cap do
         local oldest = redis.call('ZRANGE', lru, 0, 0)
