@@ -139,6 +139,16 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+def prioritize(pid):
+    """Runs `pid` at nice -10 when allowed (root): on a machine shared with builds, a Redis or epp preempted in
+    the middle of a command would charge the builds' time to the index. Returns whether it worked."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, -10)
+        return True
+    except OSError:
+        return False
+
+
 def lookup_cost(port, shas, blocks, cands, iterations):
     r = Resp(port)
     r.call("FLUSHALL")
@@ -357,6 +367,7 @@ def picks_through_epp(redis_port, quick):
     def run(workload, blocks, extra, concurrency=1):
         r.call("FLUSHALL")
         epp = harness.start_epp(ports, extra_args=extra)
+        prioritize(epp.proc.pid)
         ch = grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}")
         try:
             time.sleep(0.5)
@@ -461,6 +472,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="CI-sized run")
     args = ap.parse_args()
     redis = harness.start_redis()
+    reniced = prioritize(redis.proc.pid)
     try:
         r = Resp(redis.port)
         shas = {k: r.call("SCRIPT", "LOAD", v).decode() for k, v in lua_scripts().items()}
@@ -491,8 +503,10 @@ def main():
                   "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]
         lines += decisions(redis.port, args.quick)
         lines += ["", f"Load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on a "
-                  "machine shared with other builds: usec_per_call is wall time inside Redis (includes preemption), "
-                  "server CPU is `INFO cpu` time per lookup (includes reading and answering the request)."]
+                  "machine shared with other builds; redis-server and the picks' epp "
+                  + ("ran at nice -10" if reniced else "could not be reniced (not root)")
+                  + ". usec_per_call and SLOWLOG times are wall time inside Redis (include preemption), "
+                  "server CPU is `INFO cpu` time (includes reading and answering each command)."]
     finally:
         redis.stop()
     print("\n".join(lines))
