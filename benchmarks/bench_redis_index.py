@@ -232,24 +232,13 @@ def lookup_cost(port, shas, blocks, cands, iterations):
 
 
 def histogram_quantile(metrics_port, name, q):
-    """Upper bucket bound holding quantile q of a Prometheus histogram on epp's /metrics."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    buckets = []
-    for line in text.splitlines():
-        m = re.match(name + r'_bucket\{le="([^"]+)"\} ([\d.e+]+)', line)
-        if m:
-            buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
-    if not buckets or buckets[-1][1] == 0:
-        return float("nan")
-    total = buckets[-1][1]
-    for le, count in buckets:
-        if count >= q * total:
-            return le
-    return float("inf")
+    """Upper bucket bound holding quantile q of a Prometheus histogram on epp's /metrics (since start)."""
+    after = histogram_buckets(metrics_port, name)
+    return bucket_quantile([(le, 0) for le, _ in after], after, q)
 
 
 def histogram_buckets(metrics_port, name):
+    """(upper bound, cumulative count) of each bucket of a Prometheus histogram on epp's /metrics."""
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     out = []
