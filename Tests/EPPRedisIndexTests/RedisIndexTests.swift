@@ -27,7 +27,7 @@ struct RedisPrefixIndexTests {
 
     func readyLane() async throws -> RedisPrefixIndex.Lane {
         let lane = index.attach(loop)
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(15)
         while Date() < deadline {
             if await onLoop({ lane.isReady }) { return lane }
             try await Task.sleep(nanoseconds: 10_000_000)
@@ -372,10 +372,37 @@ final class RedisIndexTestServer: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
                        "--protected-mode", "no", "--loglevel", "warning", "--enable-debug-command", "yes"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        let log = dir + "/redis.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = handle
+        p.standardError = handle
         try p.run()
         process = p
+        try waitAccepting(log: log)
+    }
+
+    /// Returns once the server accepts TCP connections (a loaded machine can take seconds to start it); throws
+    /// with its log when it exits or never listens, so a test fails with the reason instead of a timeout.
+    private func waitAccepting(log: String) throws {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if rc == 0 { return }
+            if let p = process, !p.isRunning {
+                throw RedisIndexTestFailure("redis-server on port \(port) exited: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            }
+            usleep(20_000)
+        }
+        throw RedisIndexTestFailure("redis-server on port \(port) not listening after 20 s: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
     func kill() {

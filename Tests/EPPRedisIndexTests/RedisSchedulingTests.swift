@@ -56,7 +56,7 @@ struct RedisSchedulingTests {
 
         func waitReady() async throws {
             let lane = index.lane(for: loop)!
-            let deadline = Date().addingTimeInterval(5)
+            let deadline = Date().addingTimeInterval(15)
             while Date() < deadline {
                 let ready = await withCheckedContinuation { c in loop.execute { c.resume(returning: lane.isReady) } }
                 if ready { return }
