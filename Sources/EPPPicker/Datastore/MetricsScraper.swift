@@ -3,8 +3,8 @@
 // engine mapping and stored on the `Endpoint`.
 //
 // Runs on its own `EventLoop` (its own thread, never a request loop). HTTP is libcurl's multi interface driven
-// by that epoll loop: curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to wake it
-// (CURLMOPT_TIMERFUNCTION); we answer with `curl_multi_socket_action`. Connections live in the multi handle's
+// by that epoll loop (`CurlMultiLoop`: curl tells it which sockets to watch and when to wake it; it answers
+// with `curl_multi_socket_action`). Connections live in the multi handle's
 // cache, so consecutive scrapes of one endpoint reuse one keep-alive connection.
 //
 // Health: a success stores fresh metrics with `healthy = true`. A failure keeps the last metrics and marks them
@@ -83,12 +83,10 @@ public final class MetricsScraper: @unchecked Sendable {
     private enum LifecycleState { case idle, running(pthread_t), stopped }
 
     // Loop-confined state.
-    private var multi: UnsafeMutableRawPointer? = nil
+    private var curl: CurlMultiLoop? = nil
     private var headers: UnsafeMutablePointer<curl_slist>? = nil
     private var targets: [ObjectIdentifier: ScrapeTarget] = [:]
     private var targetList: [ScrapeTarget] = []
-    private var sockets: [Int32: CurlSocketHandler] = [:]
-    private var curlTimer: TimerID? = nil
     private var tickTimer: TimerID? = nil
     private var nextTickAt: UInt64 = 0
     private var lastSnapshotVersion = -1
@@ -184,23 +182,12 @@ public final class MetricsScraper: @unchecked Sendable {
     // MARK: setup / teardown (scraper thread)
 
     private func setUp() {
-        guard let m = curl_multi_init() else {
+        guard let c = CurlMultiLoop(loop: eventLoop, maxConnections: max(16, options.maxIdleConnections),
+                                    onFinished: { [unowned self] in self.collected($0) }) else {
             logger.critical("curl_multi_init failed; model-server metrics will not be scraped")
             return
         }
-        multi = m
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        _ = shim_curl_multi_setopt_socket_function(m) { _, fd, what, userp, _ in
-            Unmanaged<MetricsScraper>.fromOpaque(userp!).takeUnretainedValue().curlWantsSocket(fd: fd, what: what)
-            return 0
-        }
-        _ = shim_curl_multi_setopt_ptr(m, CURLMOPT_SOCKETDATA, me)
-        _ = shim_curl_multi_setopt_timer_function(m) { _, timeoutMs, userp in
-            Unmanaged<MetricsScraper>.fromOpaque(userp!).takeUnretainedValue().curlWantsTimer(milliseconds: timeoutMs)
-            return 0
-        }
-        _ = shim_curl_multi_setopt_ptr(m, CURLMOPT_TIMERDATA, me)
-        _ = shim_curl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(16, options.maxIdleConnections))
+        curl = c
         headers = curl_slist_append(nil, "Accept: text/plain;version=0.0.4;q=1,*/*;q=0.1")
         running = true
         nextTickAt = EventLoop.now()
@@ -214,12 +201,8 @@ public final class MetricsScraper: @unchecked Sendable {
         for t in targetList { removeTarget(t) }
         targets.removeAll()
         targetList.removeAll()
-        if let m = multi { curl_multi_cleanup(m) }   // closes cached connections (socket callback: REMOVE)
-        multi = nil
-        if let id = curlTimer { eventLoop.cancelTimer(id) }
-        curlTimer = nil
-        for fd in sockets.keys { eventLoop.deregister(fd: fd) }
-        sockets.removeAll()
+        curl?.close()   // closes cached connections
+        curl = nil
         if let h = headers { curl_slist_free_all(h) }
         headers = nil
     }
@@ -324,7 +307,7 @@ public final class MetricsScraper: @unchecked Sendable {
     }
 
     private func removeTarget(_ t: ScrapeTarget) {
-        if t.inFlight, let m = multi { curl_multi_remove_handle(m, t.easy) }
+        if t.inFlight { curl?.remove(t.easy) }
         t.inFlight = false
         curl_easy_cleanup(t.easy)
     }
@@ -335,11 +318,11 @@ public final class MetricsScraper: @unchecked Sendable {
     }
 
     private func startScrape(_ t: ScrapeTarget, now: UInt64) {
-        guard let m = multi else { return }
+        guard let curl else { return }
         t.resetBody()
         t.startedAt = now
         t.inFlight = true
-        let rc = curl_multi_add_handle(m, t.easy)   // curl asks for a 0 ms timer to kick it off
+        let rc = curl.add(t.easy)
         if rc != CURLM_OK {
             t.inFlight = false
             failed(t, .error, String(cString: curl_multi_strerror(rc)), now: now)
@@ -353,65 +336,15 @@ public final class MetricsScraper: @unchecked Sendable {
                    + (t.lastError.map { " (last error: \($0))" } ?? ""))
     }
 
-    // MARK: curl callbacks (scraper thread)
+    // MARK: finished transfers (scraper thread)
 
-    fileprivate func curlWantsSocket(fd: Int32, what: Int32) {
-        if what == CURL_POLL_REMOVE {
-            if sockets.removeValue(forKey: fd) != nil { eventLoop.deregister(fd: fd) }
-            return
-        }
-        var ev: UInt32 = 0
-        if what & CURL_POLL_IN != 0 { ev |= EPOLLIN.rawValue }
-        if what & CURL_POLL_OUT != 0 { ev |= EPOLLOUT.rawValue }
-        if let h = sockets[fd] {
-            if h.events != ev {
-                h.events = ev
-                eventLoop.modify(fd: fd, events: ev)
-            }
-        } else {
-            let h = CurlSocketHandler(fd: fd, events: ev, scraper: self)
-            sockets[fd] = h
-            eventLoop.register(fd: fd, events: ev, handler: h)
-        }
-    }
-
-    fileprivate func curlWantsTimer(milliseconds: Int) {
-        if let id = curlTimer { eventLoop.cancelTimer(id) }
-        curlTimer = nil
-        guard milliseconds >= 0, running else { return }
-        // Never call socket_action from inside the callback: a 0 ms timer runs on the next loop iteration.
-        curlTimer = eventLoop.schedule(afterNanoseconds: UInt64(milliseconds) &* 1_000_000) { [weak self] in
-            guard let self else { return }
-            self.curlTimer = nil
-            self.socketAction(fd: shim_curl_socket_timeout(), flags: 0)
-        }
-    }
-
-    fileprivate func socketAction(fd: Int32, flags: Int32) {
-        guard let m = multi else { return }
-        var stillRunning: Int32 = 0
-        _ = curl_multi_socket_action(m, fd, flags, &stillRunning)
-        collectFinished()
-    }
-
-    private func collectFinished() {
-        guard let m = multi else { return }
-        var queued: Int32 = 0
-        while let msg = curl_multi_info_read(m, &queued) {
-            guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
-            let code = shim_curl_msg_result(msg)
-            var priv: UnsafeMutableRawPointer? = nil
-            _ = shim_curl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &priv)
-            var status = 0
-            _ = shim_curl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-            var connects = 0
-            _ = shim_curl_easy_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &connects)
-            curl_multi_remove_handle(m, easy)   // `msg` is invalid from here on
-            guard let priv else { continue }
+    private func collected(_ transfers: [CurlMultiLoop.Finished]) {
+        for f in transfers {
+            guard let priv = f.privateData else { continue }
             let t = Unmanaged<ScrapeTarget>.fromOpaque(priv).takeUnretainedValue()
             t.inFlight = false
-            if connects > 0 { newConnections?.increment(by: UInt64(connects)) }
-            finished(t, code: code, status: status)
+            if f.connects > 0 { newConnections?.increment(by: UInt64(f.connects)) }
+            finished(t, code: f.code, status: f.status)
         }
     }
 
@@ -555,32 +488,6 @@ final class ScrapeTarget {
         return try r.get()
     }
 }
-
-/// epoll registration of one curl socket; events go straight to `curl_multi_socket_action`.
-final class CurlSocketHandler: EventHandler {
-    let fd: Int32
-    var events: UInt32
-    unowned let scraper: MetricsScraper
-
-    init(fd: Int32, events: UInt32, scraper: MetricsScraper) {
-        self.fd = fd
-        self.events = events
-        self.scraper = scraper
-    }
-
-    func handleEvents(_ ev: UInt32) {
-        var flags: Int32 = 0
-        if ev & EPOLLIN.rawValue != 0 { flags |= CURL_CSELECT_IN }
-        if ev & EPOLLOUT.rawValue != 0 { flags |= CURL_CSELECT_OUT }
-        if ev & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { flags |= CURL_CSELECT_ERR }
-        scraper.socketAction(fd: fd, flags: flags)
-    }
-}
-
-/// `curl_global_init` once per process (Swift globals are initialised exactly once, thread-safely).
-private let curlGlobalInit: Void = {
-    _ = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
-}()
 
 @inline(__always)
 private func scraperNanoseconds(_ d: Duration) -> UInt64 {

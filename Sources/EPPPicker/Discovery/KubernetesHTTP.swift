@@ -1,5 +1,5 @@
 // HTTP GETs against the API server with libcurl's multi interface, driven by the discovery loop's epoll
-// (the same scheme as MetricsScraper: CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION ⇒ curl_multi_socket_action).
+// (`CurlMultiLoop`).
 // Bodies are delivered as they arrive, so one request serves both a list (buffered by the caller) and a
 // long-lived chunked watch stream (split into lines by the caller).
 //
@@ -56,9 +56,7 @@ final class KubernetesHTTPClient {
     let loop: EventLoop
     let config: KubernetesClientConfig
     private let logger: Logger
-    private var multi: UnsafeMutableRawPointer?
-    private var sockets: [Int32: KubernetesCurlSocket] = [:]
-    private var curlTimer: TimerID?
+    private var curl: CurlMultiLoop?
     private var requests: [ObjectIdentifier: KubernetesRequest] = [:]
 
     /// Call on `loop`'s thread.
@@ -66,23 +64,8 @@ final class KubernetesHTTPClient {
         self.loop = loop
         self.config = config
         self.logger = logger
-        _ = kubernetesCurlGlobalInit
-        guard let m = curl_multi_init() else {
-            logger.critical("curl_multi_init failed; Kubernetes discovery cannot run")
-            return
-        }
-        multi = m
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        _ = shim_curl_multi_setopt_socket_function(m) { _, fd, what, userp, _ in
-            Unmanaged<KubernetesHTTPClient>.fromOpaque(userp!).takeUnretainedValue().curlWantsSocket(fd: fd, what: what)
-            return 0
-        }
-        _ = shim_curl_multi_setopt_ptr(m, CURLMOPT_SOCKETDATA, me)
-        _ = shim_curl_multi_setopt_timer_function(m) { _, ms, userp in
-            Unmanaged<KubernetesHTTPClient>.fromOpaque(userp!).takeUnretainedValue().curlWantsTimer(milliseconds: ms)
-            return 0
-        }
-        _ = shim_curl_multi_setopt_ptr(m, CURLMOPT_TIMERDATA, me)
+        curl = CurlMultiLoop(loop: loop, maxConnections: nil) { [unowned self] in self.finished($0) }
+        if curl == nil { logger.critical("curl_multi_init failed; Kubernetes discovery cannot run") }
     }
 
     /// Starts `GET server+pathAndQuery`. `timeout` bounds the whole transfer (a watch gets its server-side timeout
@@ -90,7 +73,7 @@ final class KubernetesHTTPClient {
     /// `onDone` is not called).
     func get(_ pathAndQuery: String, timeout: Duration, onData: @escaping (UnsafeRawBufferPointer, Int) -> Bool,
              onDone: @escaping (KubernetesTransferResult) -> Void) -> KubernetesRequest? {
-        guard let m = multi, let easy = curl_easy_init() else { return nil }
+        guard let curl, curl.isOpen, let easy = curl_easy_init() else { return nil }
         let url = config.server + pathAndQuery
         let r = KubernetesRequest(easy: easy, url: url, onData: onData, onDone: onDone)
         let rp = Unmanaged.passUnretained(r).toOpaque()
@@ -114,7 +97,7 @@ final class KubernetesHTTPClient {
         if let t = config.currentToken() { h = curl_slist_append(h, "Authorization: Bearer \(t)") }
         r.headers = h
         _ = shim_curl_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, UnsafeRawPointer(h))
-        guard curl_multi_add_handle(m, easy) == CURLM_OK else {
+        guard curl.add(easy) == CURLM_OK else {
             release(r)
             return nil
         }
@@ -125,19 +108,15 @@ final class KubernetesHTTPClient {
     /// Aborts `r` without calling its `onDone`. Must not be called from inside a curl callback (`onData`).
     func cancel(_ r: KubernetesRequest) {
         guard requests.removeValue(forKey: ObjectIdentifier(r)) != nil else { return }
-        if let m = multi { curl_multi_remove_handle(m, r.easy) }
+        curl?.remove(r.easy)
         release(r)
     }
 
     /// Aborts everything and frees curl. The client is unusable afterwards.
     func shutdown() {
         for r in Array(requests.values) { cancel(r) }
-        if let m = multi { curl_multi_cleanup(m) }
-        multi = nil
-        if let id = curlTimer { loop.cancelTimer(id) }
-        curlTimer = nil
-        for fd in sockets.keys { loop.deregister(fd: fd) }
-        sockets.removeAll()
+        curl?.close()
+        curl = nil
     }
 
     private func release(_ r: KubernetesRequest) {
@@ -172,89 +151,19 @@ final class KubernetesHTTPClient {
         }
     }
 
-    // MARK: curl callbacks
+    // MARK: finished transfers
 
-    fileprivate func curlWantsSocket(fd: Int32, what: Int32) {
-        if what == CURL_POLL_REMOVE {
-            if sockets.removeValue(forKey: fd) != nil { loop.deregister(fd: fd) }
-            return
-        }
-        var ev: UInt32 = 0
-        if what & CURL_POLL_IN != 0 { ev |= EPOLLIN.rawValue }
-        if what & CURL_POLL_OUT != 0 { ev |= EPOLLOUT.rawValue }
-        if let s = sockets[fd] {
-            if s.events != ev {
-                s.events = ev
-                loop.modify(fd: fd, events: ev)
-            }
-        } else {
-            let s = KubernetesCurlSocket(fd: fd, events: ev, client: self)
-            sockets[fd] = s
-            loop.register(fd: fd, events: ev, handler: s)
-        }
-    }
-
-    fileprivate func curlWantsTimer(milliseconds: Int) {
-        if let id = curlTimer { loop.cancelTimer(id) }
-        curlTimer = nil
-        guard milliseconds >= 0, multi != nil else { return }
-        // socket_action must not run inside this callback: even a 0 ms timer fires on the next iteration.
-        curlTimer = loop.schedule(afterNanoseconds: UInt64(milliseconds) &* 1_000_000) { [weak self] in
-            guard let self else { return }
-            self.curlTimer = nil
-            self.socketAction(fd: shim_curl_socket_timeout(), flags: 0)
-        }
-    }
-
-    fileprivate func socketAction(fd: Int32, flags: Int32) {
-        guard let m = multi else { return }
-        var running: Int32 = 0
-        _ = curl_multi_socket_action(m, fd, flags, &running)
+    private func finished(_ transfers: [CurlMultiLoop.Finished]) {
         var done: [(KubernetesRequest, KubernetesTransferResult)] = []
-        var queued: Int32 = 0
-        while let msg = curl_multi_info_read(m, &queued) {
-            guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
-            let code = shim_curl_msg_result(msg)
-            var priv: UnsafeMutableRawPointer? = nil
-            _ = shim_curl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &priv)
-            var status = 0
-            _ = shim_curl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-            curl_multi_remove_handle(m, easy)   // `msg` is invalid from here on
-            guard let priv else { continue }
+        for f in transfers {
+            guard let priv = f.privateData else { continue }
             let r = Unmanaged<KubernetesRequest>.fromOpaque(priv).takeUnretainedValue()
             guard requests.removeValue(forKey: ObjectIdentifier(r)) != nil else { continue }
-            let err = code == CURLE_OK ? nil : String(cString: curl_easy_strerror(code))
-            done.append((r, KubernetesTransferResult(code: code, status: status, error: err, abortedByHandler: r.aborted)))
+            let err = f.code == CURLE_OK ? nil : String(cString: curl_easy_strerror(f.code))
+            done.append((r, KubernetesTransferResult(code: f.code, status: f.status, error: err, abortedByHandler: r.aborted)))
             release(r)
         }
         // Completion handlers may start or cancel requests: run them after curl returned.
         for (r, result) in done { r.onDone(result) }
     }
 }
-
-/// epoll registration of one curl socket.
-final class KubernetesCurlSocket: EventHandler {
-    let fd: Int32
-    var events: UInt32
-    unowned let client: KubernetesHTTPClient
-
-    init(fd: Int32, events: UInt32, client: KubernetesHTTPClient) {
-        self.fd = fd
-        self.events = events
-        self.client = client
-    }
-
-    func handleEvents(_ ev: UInt32) {
-        var flags: Int32 = 0
-        if ev & EPOLLIN.rawValue != 0 { flags |= CURL_CSELECT_IN }
-        if ev & EPOLLOUT.rawValue != 0 { flags |= CURL_CSELECT_OUT }
-        if ev & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { flags |= CURL_CSELECT_ERR }
-        client.socketAction(fd: fd, flags: flags)
-    }
-}
-
-/// `curl_global_init` once per process (a Swift global initialiser runs exactly once, thread-safely). Calling it
-/// again after MetricsScraper's is harmless: curl reference-counts it.
-private let kubernetesCurlGlobalInit: Void = {
-    _ = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
-}()
