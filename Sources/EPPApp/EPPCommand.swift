@@ -46,6 +46,22 @@ public struct EPPCommand: ParsableCommand {
     @Option(help: "Event loops (threads); default: number of cores.") var workers: Int = EventLoopGroup.coreCount
     @Option(help: "Largest request body accepted (bytes); larger ⇒ 413.") var maxRequestBodyBytes: Int = 8 << 20
     @Option(help: "Largest gRPC message accepted (bytes); larger ⇒ RESOURCE_EXHAUSTED.") var maxReceiveMessageBytes: Int = 4 << 20
+    @Option(help: "Request header fields per HTTP/2 stream; more ⇒ the stream ends with RESOURCE_EXHAUSTED.") var maxHeaderCount: Int = 100
+    @Option(help: "Request header list size per HTTP/2 stream (name + value + 32 per field; SETTINGS_MAX_HEADER_LIST_SIZE); larger ⇒ RESOURCE_EXHAUSTED.")
+    var maxHeaderListBytes: Int = 64 << 10
+    @Option(help: "Concurrent streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused (REFUSED_STREAM).")
+    var maxConcurrentStreams: Int = 4096
+    @Option(help: "Open connections on the ext_proc port; more are closed at accept.") var maxConnections: Int = 10_000
+    @Option(help: "Request messages per ext_proc stream; more ⇒ RESOURCE_EXHAUSTED.") var maxMessagesPerStream: Int = 1_000_000
+    @Option(help: "Nesting depth (objects/arrays) of a request body; deeper ⇒ 400.") var maxJsonDepth: Int = 128
+    @Option(help: "Prompt bytes hashed for prefix matching at most (caps maxPrefixBlocksToMatch × block size); the rest is not matched.")
+    var maxPrefixHashBytes: Int = 256 << 10
+    @Option(help: "Seconds from accept to a complete TLS handshake and HTTP/2 preface; slower connections are closed.")
+    var handshakeTimeout: Double = 10
+    @Option(help: "Streams a client may reset before they delivered a request message (per connection, refilled per 10 s); more ⇒ GOAWAY ENHANCE_YOUR_CALM. 0 = off.")
+    var maxEarlyResets: Int = 1000
+    @Option(help: "Response bytes queued for a connection that is not reading (zero window / full socket); more ⇒ the connection is closed.")
+    var maxQueuedOutputBytes: Int = 64 << 20
     @Option(help: "Seconds in-flight streams get to finish after SIGTERM.") var drainTimeout: Double = 30
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
     @Option(name: .customLong("redis-url"),
@@ -63,6 +79,24 @@ public struct EPPCommand: ParsableCommand {
         guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be 1..256, got \(workers)") }
         guard maxRequestBodyBytes > 0 else { throw ValidationError("--max-request-body-bytes must be positive") }
         guard maxReceiveMessageBytes >= 1024 else { throw ValidationError("--max-receive-message-bytes must be ≥ 1024") }
+        guard (8...100_000).contains(maxHeaderCount) else { throw ValidationError("--max-header-count must be 8..100000, got \(maxHeaderCount)") }
+        guard (1024...(16 << 20)).contains(maxHeaderListBytes) else {
+            throw ValidationError("--max-header-list-bytes must be 1024..16777216, got \(maxHeaderListBytes)")
+        }
+        guard (1...100_000).contains(maxConcurrentStreams) else {
+            throw ValidationError("--max-concurrent-streams must be 1..100000, got \(maxConcurrentStreams)")
+        }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be ≥ 1, got \(maxConnections)") }
+        guard maxMessagesPerStream >= 1 else { throw ValidationError("--max-messages-per-stream must be ≥ 1, got \(maxMessagesPerStream)") }
+        guard (1...512).contains(maxJsonDepth) else { throw ValidationError("--max-json-depth must be 1..512, got \(maxJsonDepth)") }
+        guard maxPrefixHashBytes >= 0 else { throw ValidationError("--max-prefix-hash-bytes must be ≥ 0, got \(maxPrefixHashBytes)") }
+        guard handshakeTimeout > 0 && handshakeTimeout <= 3600 else {
+            throw ValidationError("--handshake-timeout must be > 0 and ≤ 3600 seconds, got \(handshakeTimeout)")
+        }
+        guard maxEarlyResets >= 0 else { throw ValidationError("--max-early-resets must be ≥ 0, got \(maxEarlyResets)") }
+        guard maxQueuedOutputBytes >= 1 << 20 else {
+            throw ValidationError("--max-queued-output-bytes must be ≥ 1048576, got \(maxQueuedOutputBytes)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
@@ -139,6 +173,14 @@ public struct EPPCommand: ParsableCommand {
         options.workers = workers
         options.extProcLimits.maxRequestBodyBytes = maxRequestBodyBytes
         options.maxReceiveMessageBytes = maxReceiveMessageBytes
+        options.maxMessagesPerStream = maxMessagesPerStream
+        options.maxConnections = maxConnections
+        options.http2.maxHeaderCount = maxHeaderCount
+        options.http2.maxHeaderListSize = UInt32(maxHeaderListBytes)
+        options.http2.maxConcurrentStreams = UInt32(maxConcurrentStreams)
+        options.http2.handshakeTimeoutNanos = UInt64(handshakeTimeout * 1e9)
+        options.http2.earlyResetBudget = maxEarlyResets
+        options.http2.maxQueuedOutputBytes = maxQueuedOutputBytes
         options.metricsStalenessNanos = UInt64((ConfigReader.parseDuration(metricsStalenessThreshold) ?? 2) * 1e9)
 
         // Signals are taken synchronously by this (control) thread; loops never see them.
@@ -151,6 +193,8 @@ public struct EPPCommand: ParsableCommand {
         let staleness = ConfigReader.parseDuration(metricsStalenessThreshold) ?? 2
         var schedulerOptions = FrameworkScheduler.Options()
         schedulerOptions.metricsStalenessNanos = UInt64(staleness * 1e9)
+        schedulerOptions.maxJSONDepth = maxJsonDepth
+        schedulerOptions.maxPrefixHashBytes = maxPrefixHashBytes
         let schedulerLog = Logger(label: "epp.scheduler")
         let server: PickerServer
         do {

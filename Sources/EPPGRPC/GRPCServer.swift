@@ -12,15 +12,29 @@ public protocol GRPCMethodHandler: AnyObject {
     func callEnded(_ call: GRPCCall, reason: GRPCCall.EndReason)
 }
 
+/// A per-call limit a client broke (label of `epp_limit_exceeded_total`).
+public enum GRPCLimit: String, Sendable, CaseIterable {
+    case messageSize = "grpc_message_size"
+    case messagesPerStream = "messages_per_stream"
+    case headerList = "header_list"
+}
+
 /// Routes request streams by `:path` to method handlers; one instance per listening port (immutable).
 public final class GRPCServer: HTTP2Service {
     public typealias Factory = (GRPCCall) -> GRPCMethodHandler
     private let routes: [String: Factory]
     public let maxReceiveMessageSize: Int
+    /// Request messages one call may deliver; the next one ends the call with RESOURCE_EXHAUSTED.
+    public let maxMessagesPerStream: Int
+    /// Told each time a call is ended for breaking a limit (metrics); called on the call's loop.
+    let onLimitExceeded: (@Sendable (GRPCLimit) -> Void)?
 
-    public init(routes: [String: Factory], maxReceiveMessageSize: Int) {
+    public init(routes: [String: Factory], maxReceiveMessageSize: Int, maxMessagesPerStream: Int = .max,
+                onLimitExceeded: (@Sendable (GRPCLimit) -> Void)? = nil) {
         self.routes = routes
         self.maxReceiveMessageSize = maxReceiveMessageSize
+        self.maxMessagesPerStream = maxMessagesPerStream
+        self.onLimitExceeded = onLimitExceeded
     }
 
     public func handler(for stream: HTTP2Stream) -> HTTP2StreamHandler {
@@ -46,6 +60,8 @@ public final class GRPCCall: HTTP2StreamHandler {
     private var deadlineTimer: TimerID?
     public private(set) var isFinished = false
     private var ended = false
+    /// Request messages delivered so far.
+    public private(set) var messagesReceived = 0
 
     init(stream: HTTP2Stream, server: GRPCServer) {
         self.stream = stream
@@ -87,6 +103,11 @@ public final class GRPCCall: HTTP2StreamHandler {
     // MARK: HTTP2StreamHandler
 
     public func streamHeadersComplete(_ stream: HTTP2Stream) {
+        if let reason = stream.headerLimitExceeded {
+            server.onLimitExceeded?(.headerList)
+            finish(GRPCStatus(.resourceExhausted, reason))
+            return
+        }
         guard let contentType = stream.header("content-type"), contentType.hasPrefix("application/grpc") else {
             isFinished = true
             stream.respondAndEnd([(":status", "415"), ("content-type", "text/plain")])
@@ -112,10 +133,19 @@ public final class GRPCCall: HTTP2StreamHandler {
 
     public func streamData(_ stream: HTTP2Stream, _ bytes: UnsafeRawBufferPointer) {
         guard !isFinished, let method else { return }
+        let limit = server.maxMessagesPerStream
         if let error = deframer.feed(bytes, { msg in
+            if self.messagesReceived >= limit {
+                self.server.onLimitExceeded?(.messagesPerStream)
+                self.finish(GRPCStatus(.resourceExhausted, "more than \(limit) messages on one stream"))
+                return false
+            }
+            self.messagesReceived += 1
+            stream.deliveredRequestMessage = true
             method.received(self, message: msg)
             return !self.isFinished
         }) {
+            if error.code == .resourceExhausted { server.onLimitExceeded?(.messageSize) }
             finish(error)
         }
     }

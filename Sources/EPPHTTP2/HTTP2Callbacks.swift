@@ -44,8 +44,11 @@ final class HTTP2Callbacks: @unchecked Sendable {
 
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, ud in
             let f = frame!.pointee
+            let conn = HTTP2Callbacks.connection(ud)
             guard f.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), f.headers.cat == NGHTTP2_HCAT_REQUEST,
-                  let s = HTTP2Callbacks.connection(ud).stream(f.hd.stream_id) else { return 0 }
+                  let s = conn.stream(f.hd.stream_id) else { return 0 }
+            // Over the limits: stop storing; the layer above answers the stream with the reason.
+            guard conn.countHeader(s, nameLength: namelen, valueLength: valuelen) else { return 0 }
             // Keep only the headers the layers above read (gRPC needs these); the rest would cost an
             // allocation each per stream for nothing.
             let nameBytes = UnsafeRawBufferPointer(start: name, count: namelen)
@@ -60,6 +63,7 @@ final class HTTP2Callbacks: @unchecked Sendable {
             let f = frame!.pointee
             let conn = HTTP2Callbacks.connection(ud)
             let endStream = f.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            conn.frameReceived()
             switch UInt32(f.hd.type) {
             case NGHTTP2_HEADERS.rawValue:
                 guard let s = conn.stream(f.hd.stream_id) else { return 0 }
@@ -69,6 +73,8 @@ final class HTTP2Callbacks: @unchecked Sendable {
                 guard endStream, let s = conn.stream(f.hd.stream_id) else { return 0 }
                 s.remoteEnded = true
                 s.handler?.streamRemoteEnded(s)
+            case NGHTTP2_RST_STREAM.rawValue:
+                conn.peerResetStream(f.hd.stream_id)   // called before nghttp2 closes the stream
             default: break
             }
             return 0

@@ -4,6 +4,18 @@ import COpenSSL
 import EPPEventLoop
 import Glibc
 
+/// Why a connection was ended by us rather than by the peer (for metrics and logs).
+public enum HTTP2AbortReason: String, Sendable, CaseIterable {
+    /// TLS handshake + client preface not complete within `HTTP2Settings.handshakeTimeoutNanos`.
+    case handshakeTimeout = "handshake_timeout"
+    /// Too many streams reset before delivering a request message (rapid reset).
+    case rapidReset = "rapid_reset"
+    /// The peer stopped taking our output (zero window or no reads) past `maxQueuedOutputBytes`.
+    case outputStalled = "output_stalled"
+    /// nghttp2 rejected the input (protocol error, PING/SETTINGS flood, CONTINUATION flood, ...).
+    case protocolError = "protocol_error"
+}
+
 /// A server-side HTTP/2 connection (h2c with prior knowledge, or TLS with ALPN h2) on one event loop.
 /// Reads feed `nghttp2_session_mem_recv`; output from `nghttp2_session_mem_send` is gathered into one
 /// buffer and written once per loop iteration (`flush`). Owned by its loop (registered handler).
@@ -23,6 +35,17 @@ public final class HTTP2Connection: EventHandler, Flushable {
     var streams: [Int32: HTTP2Stream] = [:]
     private var onClose: ((HTTP2Connection) -> Void)?
     private var draining = false
+    /// Called once when we end the connection for a reason in `HTTP2AbortReason` (set before `start`).
+    public var onAbort: ((HTTP2AbortReason) -> Void)?
+    private var abortReason: HTTP2AbortReason?
+    /// The client preface (its first frame) arrived; until then the handshake timer runs.
+    private var prefaceReceived = false
+    private var handshakeTimer: TimerID?
+    /// Response bytes queued on this connection's streams that nghttp2 has not taken yet.
+    public private(set) var queuedOutputBytes = 0
+    /// Rapid-reset token bucket (see `HTTP2Settings.earlyResetBudget`).
+    private var earlyResetTokens: Double
+    private var earlyResetRefilledAt: UInt64 = 0
 
     public var openStreamCount: Int { streams.count }
 
@@ -34,6 +57,7 @@ public final class HTTP2Connection: EventHandler, Flushable {
         self.settings = settings
         self.onClose = onClose
         self.handshakeDone = tls == nil
+        self.earlyResetTokens = Double(settings.earlyResetBudget)
         if let tls {
             ssl = SSL_new(tls.ctx)
             SSL_set_fd(ssl, fd)
@@ -48,6 +72,13 @@ public final class HTTP2Connection: EventHandler, Flushable {
         submitPreface()
         loop.register(fd: fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: self)
         loop.scheduleFlush(self)
+        if settings.handshakeTimeoutNanos > 0 {
+            handshakeTimer = loop.schedule(afterNanoseconds: settings.handshakeTimeoutNanos) { [weak self] in
+                guard let self else { return }
+                self.handshakeTimer = nil
+                if !self.prefaceReceived { self.abort(.handshakeTimeout) }
+            }
+        }
     }
 
     private func submitPreface() {
@@ -117,10 +148,13 @@ public final class HTTP2Connection: EventHandler, Flushable {
             }
             let consumed = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
             if consumed < 0 {
-                // Protocol error: nghttp2 queued a GOAWAY; send it, then close.
+                // Protocol error or flood: nghttp2 queued a GOAWAY; send it, then close.
+                abortReason = abortReason ?? .protocolError
+                onAbort?(abortReason!)
                 flushOutputOnly()
                 close(); return
             }
+            if abortReason != nil { return }   // a limit tripped inside a callback: flush() closes
             rounds += 1
             if ssl == nil && (rounds >= 16 || n < buf.count) { return }
         }
@@ -129,7 +163,14 @@ public final class HTTP2Connection: EventHandler, Flushable {
     // MARK: output
 
     public func flush() {
-        guard !isClosed, handshakeDone else { return }
+        guard !isClosed else { return }
+        if abortReason != nil {
+            // Best effort: one attempt to hand the GOAWAY to the socket, then close whatever the peer does.
+            if handshakeDone { flushOutputOnly() }
+            close()
+            return
+        }
+        guard handshakeDone else { return }
         pullFromSession()
         writeOut()
         if isClosed { return }
@@ -218,6 +259,25 @@ public final class HTTP2Connection: EventHandler, Flushable {
         loop.scheduleFlush(self)
     }
 
+    /// A stream's unsent output grew (positive) or was taken by nghttp2 / dropped (negative).
+    func queuedOutputChanged(by delta: Int) {
+        queuedOutputBytes += delta
+        if delta > 0 && queuedOutputBytes > settings.maxQueuedOutputBytes { abort(.outputStalled) }
+    }
+
+    /// Ends the connection because of `reason`: GOAWAY with an error code now, the socket closed at the
+    /// end of this loop iteration (never inside an nghttp2 callback). Safe to call from callbacks.
+    func abort(_ reason: HTTP2AbortReason) {
+        guard !isClosed, abortReason == nil else { return }
+        abortReason = reason
+        if handshakeDone, let session {
+            let code = reason == .rapidReset || reason == .outputStalled ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_NO_ERROR
+            _ = nghttp2_session_terminate_session(session, code.rawValue)
+        }
+        onAbort?(reason)
+        loop.scheduleFlush(self)
+    }
+
     func resetStream(_ stream: HTTP2Stream, errorCode: UInt32) {
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, errorCode)
         loop.scheduleFlush(self)
@@ -244,9 +304,11 @@ public final class HTTP2Connection: EventHandler, Flushable {
     public func close() {
         guard !isClosed else { return }
         isClosed = true
+        if let t = handshakeTimer { loop.cancelTimer(t); handshakeTimer = nil }
         loop.deregister(fd: fd)
         let open = streams
         streams.removeAll()
+        queuedOutputBytes = 0
         for (_, s) in open { s.isClosed = true; s.handler?.streamClosed(s, errorCode: NGHTTP2_CANCEL.rawValue); s.handler = nil; s.context = nil }
         nghttp2_session_del(session)
         session = nil
@@ -271,6 +333,39 @@ public final class HTTP2Connection: EventHandler, Flushable {
         return Unmanaged<HTTP2Stream>.fromOpaque(p).takeUnretainedValue()
     }
 
+    /// Any frame from the client: the preface is complete (its first frame must be SETTINGS).
+    func frameReceived() {
+        guard !prefaceReceived else { return }
+        prefaceReceived = true
+        if let t = handshakeTimer { loop.cancelTimer(t); handshakeTimer = nil }
+    }
+
+    /// One request header field (RFC 9113 §6.5.2 size); false once the stream is over the header limits.
+    func countHeader(_ s: HTTP2Stream, nameLength: Int, valueLength: Int) -> Bool {
+        guard s.headerLimitExceeded == nil else { return false }
+        s.headerCount += 1
+        s.headerListBytes += nameLength + valueLength + 32
+        if s.headerCount > settings.maxHeaderCount {
+            s.headerLimitExceeded = "request has more than \(settings.maxHeaderCount) header fields"
+        } else if s.headerListBytes > Int(settings.maxHeaderListSize) {
+            s.headerLimitExceeded = "request header list is larger than \(settings.maxHeaderListSize) bytes"
+        }
+        return s.headerLimitExceeded == nil
+    }
+
+    /// RST_STREAM from the client. Streams reset before delivering a request message cost a token.
+    func peerResetStream(_ id: Int32) {
+        guard settings.earlyResetBudget > 0, let s = stream(id), !s.deliveredRequestMessage else { return }
+        let now = EventLoop.now()
+        let budget = Double(settings.earlyResetBudget)
+        if earlyResetRefilledAt != 0 {
+            earlyResetTokens = min(budget, earlyResetTokens + Double(now &- earlyResetRefilledAt) * budget / 10e9)
+        }
+        earlyResetRefilledAt = now
+        earlyResetTokens -= 1
+        if earlyResetTokens < 0 { abort(.rapidReset) }
+    }
+
     func headersComplete(_ s: HTTP2Stream) {
         let h = service.handler(for: s)
         s.handler = h
@@ -279,6 +374,7 @@ public final class HTTP2Connection: EventHandler, Flushable {
 
     func streamClosed(_ id: Int32, errorCode: UInt32) {
         guard let s = streams.removeValue(forKey: id) else { return }
+        queuedOutputBytes -= s.queuedBytes
         s.isClosed = true
         s.handler?.streamClosed(s, errorCode: errorCode)
         s.handler = nil

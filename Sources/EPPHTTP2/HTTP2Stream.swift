@@ -42,6 +42,15 @@ public final class HTTP2Stream {
     public internal(set) var remoteEnded = false
     public internal(set) var isClosed = false
     var localEnded = false
+    /// Request header fields and their RFC 9113 size (name + value + 32) seen so far.
+    var headerCount = 0
+    var headerListBytes = 0
+    /// Set when the request headers broke `HTTP2Settings.maxHeaderCount` / `maxHeaderListSize`; the layer
+    /// above answers the stream with this explanation instead of serving it.
+    public internal(set) var headerLimitExceeded: String?
+    /// Set by the layer above once the client delivered one complete request message; a client reset
+    /// before that is charged to the connection's rapid-reset budget.
+    public var deliveredRequestMessage = false
 
     init(id: Int32, connection: HTTP2Connection) {
         self.id = id
@@ -70,7 +79,9 @@ public final class HTTP2Stream {
     /// Queues bytes for the response body. `append` writes straight into the stream's queue (no copy).
     public func write(_ append: (inout [UInt8]) -> Void) {
         guard !isClosed, !localEnded else { return }
+        let before = outQueue.count
         append(&outQueue)
+        connection.queuedOutputChanged(by: outQueue.count - before)
         connection.resume(self)
     }
 
@@ -111,6 +122,7 @@ public final class HTTP2Stream {
                 buf.update(from: src.baseAddress! + outOffset, count: n)
             }
             outOffset += n
+            connection.queuedOutputChanged(by: -n)
             if outOffset == outQueue.count {
                 outQueue.removeAll(keepingCapacity: outQueue.capacity <= 256 * 1024)
                 outOffset = 0

@@ -18,6 +18,9 @@ public final class PickerMetrics: Sendable {
     public let decisions: Family<Counter>
     public let picks: Family<Counter>
     public let processing: Family<Histogram>
+    /// Clients that broke a limit, by limit (see RELIABILITY.md "Limits"); one child per `ClientLimit`.
+    public let limitExceeded: Family<Counter>
+    public let openConnections: Family<Gauge>
 
     // inference_objective_*
     public let requestTotal: Family<Counter>
@@ -140,6 +143,12 @@ public final class PickerMetrics: Sendable {
         streams = r.counter("epp_extproc_streams_total", "ext_proc streams opened by Envoy.")
         streamsFailed = r.counter("epp_extproc_streams_failed_total",
                                   "ext_proc streams ended by the picker with a gRPC error (malformed or spurious messages).")
+        limitExceeded = r.counter("epp_limit_exceeded_total",
+                                  "Client-controlled limits hit: connections refused, connections or streams ended (label: limit).",
+                                  labels: ["limit"])
+        for l in ClientLimit.allCases { _ = limitExceeded.labels(l.rawValue) }
+        openConnections = r.gauge("epp_extproc_connections", "Open connections on the ext_proc port (bounded by --max-connections).")
+        _ = openConnections.labels()
         decisions = r.counter("epp_decisions_total", "Routing decisions, by result (routed, rejected).", labels: ["result"])
         picks = r.counter("epp_endpoint_picks_total", "Requests routed to each endpoint.", labels: ["endpoint"])
         // Request-path latency inside the picker: from request headers (or from the last body byte) to the decision.
@@ -444,4 +453,16 @@ final class LoopObserver: ExtProcObserver, SchedulingMetricsSink {
         s.running.add(-1)
         stream.observerTag = nil
     }
+}
+
+/// Every label value of `epp_limit_exceeded_total`.
+public enum ClientLimit: String, Sendable, CaseIterable {
+    case maxConnections = "max_connections"
+    case handshakeTimeout = "handshake_timeout"
+    case rapidReset = "rapid_reset"
+    case outputStalled = "output_stalled"
+    case http2ProtocolError = "http2_protocol_error"
+    case headerList = "header_list"
+    case messagesPerStream = "messages_per_stream"
+    case grpcMessageSize = "grpc_message_size"
 }

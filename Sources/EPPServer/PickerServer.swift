@@ -4,6 +4,7 @@ import EPPGRPC
 import EPPHTTP2
 import EPPPicker
 import Glibc
+import Synchronization
 
 public struct PickerServerOptions: Sendable {
     public var bindAddress = "0.0.0.0"
@@ -17,6 +18,10 @@ public struct PickerServerOptions: Sendable {
     public var workers = EventLoopGroup.coreCount
     public var extProcLimits = ExtProcLimits()
     public var maxReceiveMessageBytes = 4 << 20
+    /// Request messages per ext_proc stream (`--max-messages-per-stream`).
+    public var maxMessagesPerStream = 1_000_000
+    /// Open connections on the ext_proc port over all loops (`--max-connections`); more are closed at accept.
+    public var maxConnections = 10_000
     public var http2 = HTTP2Settings()
     /// Endpoints scraped longer ago than this are left out of the pool average gauges.
     public var metricsStalenessNanos: UInt64 = 2_000_000_000
@@ -58,6 +63,9 @@ public final class PickerServer: @unchecked Sendable {
     private var metricsServer: PlainHTTPServer?
     /// The context built at start (later rotations live in the loops' `LoopContext.tls`).
     public let initialTLS: TLSContext?
+    /// Open ext_proc connections over all loops, against `options.maxConnections`.
+    private let extProcConnections: ConnectionBudget
+    private var limitCounters: [ClientLimit: Counter] = [:]
 
     /// Binds every socket (so port conflicts fail here, before anything runs).
     public init(options: PickerServerOptions, datastore: Datastore, health: HealthState = HealthState(),
@@ -69,6 +77,7 @@ public final class PickerServer: @unchecked Sendable {
         self.metrics = metrics
         let tls = options.secureServing ? try TLSContext(certDirectory: options.certPath, clientCAFile: options.clientCAFile) : nil
         initialTLS = tls
+        extProcConnections = ConnectionBudget(limit: options.maxConnections, gauge: metrics.openConnections.labels())
         group = EventLoopGroup(count: max(1, options.workers))
         for loop in group.loops {
             let ctx = LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics))
@@ -77,6 +86,15 @@ public final class PickerServer: @unchecked Sendable {
             contexts.append(ctx)
         }
 
+        let limitCounters = Dictionary(uniqueKeysWithValues: ClientLimit.allCases.map { ($0, metrics.limitExceeded.labels($0.rawValue)) })
+        self.limitCounters = limitCounters
+        let grpcLimitSink: @Sendable (GRPCLimit) -> Void = { limit in
+            switch limit {
+            case .messageSize: limitCounters[.grpcMessageSize]?.increment()
+            case .messagesPerStream: limitCounters[.messagesPerStream]?.increment()
+            case .headerList: limitCounters[.headerList]?.increment()
+            }
+        }
         let extProcServer = { (ctx: LoopContext) -> GRPCServer in
             let limits = options.extProcLimits
             return GRPCServer(routes: [
@@ -86,17 +104,18 @@ public final class PickerServer: @unchecked Sendable {
                 },
                 GRPCPaths.healthCheck: { _ in HealthCheckCall(health: health) },
                 GRPCPaths.healthWatch: { _ in HealthWatchCall(health: health, watchers: ctx.watchers) },
-            ], maxReceiveMessageSize: max(options.maxReceiveMessageBytes, options.extProcLimits.bodyChunkBytes + 4096))
+            ], maxReceiveMessageSize: max(options.maxReceiveMessageBytes, options.extProcLimits.bodyChunkBytes + 4096),
+               maxMessagesPerStream: options.maxMessagesPerStream, onLimitExceeded: grpcLimitSink)
         }
         let healthOnlyServer = { (ctx: LoopContext) -> GRPCServer in
             GRPCServer(routes: [
                 GRPCPaths.healthCheck: { _ in HealthCheckCall(health: health) },
                 GRPCPaths.healthWatch: { _ in HealthWatchCall(health: health, watchers: ctx.watchers) },
-            ], maxReceiveMessageSize: 4 << 20)
+            ], maxReceiveMessageSize: 4 << 20, maxMessagesPerStream: options.maxMessagesPerStream, onLimitExceeded: grpcLimitSink)
         }
 
-        grpcPort = try bindEverywhere(port: options.grpcPort, secure: true, makeService: extProcServer)
-        healthPort = try bindEverywhere(port: options.grpcHealthPort, secure: false, makeService: healthOnlyServer)
+        grpcPort = try bindEverywhere(port: options.grpcPort, secure: true, budget: extProcConnections, makeService: extProcServer)
+        healthPort = try bindEverywhere(port: options.grpcHealthPort, secure: false, budget: nil, makeService: healthOnlyServer)
 
         let ready = health
         let registry = metrics.registry
@@ -123,16 +142,32 @@ public final class PickerServer: @unchecked Sendable {
 
     /// One listening socket per loop on the same port (SO_REUSEPORT: the kernel spreads connections).
     /// `secure`: accepts use the loop's current TLS context (if TLS is on at all).
-    private func bindEverywhere(port: Int, secure: Bool, makeService: (LoopContext) -> GRPCServer) throws -> Int {
+    /// `budget`: connections over its limit are closed right after accept (so the backlog keeps draining).
+    private func bindEverywhere(port: Int, secure: Bool, budget: ConnectionBudget?, makeService: (LoopContext) -> GRPCServer) throws -> Int {
         var actual = port
+        let counters = limitCounters
         for ctx in contexts {
             let fd = try Socket.listen(host: options.bindAddress, port: actual, reusePort: true)
             if actual == 0 { actual = Socket.localPort(fd) }
             let service = makeService(ctx)
             let settings = options.http2
             let listener = TCPListener(loop: ctx.loop, fd: fd) { [unowned ctx] cfd in
+                if let budget, !budget.acquire() {
+                    counters[.maxConnections]?.increment()
+                    Glibc.close(cfd)
+                    return
+                }
                 let conn = HTTP2Connection(loop: ctx.loop, fd: cfd, service: service, settings: settings, tls: secure ? ctx.tls : nil) { [unowned ctx] c in
                     ctx.connections[c.fd] = nil
+                    budget?.release()
+                }
+                conn.onAbort = { reason in
+                    switch reason {
+                    case .handshakeTimeout: counters[.handshakeTimeout]?.increment()
+                    case .rapidReset: counters[.rapidReset]?.increment()
+                    case .outputStalled: counters[.outputStalled]?.increment()
+                    case .protocolError: counters[.http2ProtocolError]?.increment()
+                    }
                 }
                 ctx.connections[cfd] = conn
             }
@@ -189,6 +224,33 @@ public final class PickerServer: @unchecked Sendable {
 }
 
 private final class CountBox: @unchecked Sendable { var value = 0 }
+
+/// Open connections of one port over all loops (each loop accepts on its own socket, so the count is shared).
+final class ConnectionBudget: Sendable {
+    private let open = Atomic<Int>(0)
+    let limit: Int
+    private let gauge: Gauge
+
+    init(limit: Int, gauge: Gauge) {
+        self.limit = limit
+        self.gauge = gauge
+    }
+
+    /// Takes a slot; false (nothing taken) when `limit` connections are open.
+    func acquire() -> Bool {
+        if open.add(1, ordering: .relaxed).newValue > limit {
+            open.subtract(1, ordering: .relaxed)
+            return false
+        }
+        gauge.add(1)
+        return true
+    }
+
+    func release() {
+        open.subtract(1, ordering: .relaxed)
+        gauge.add(-1)
+    }
+}
 
 /// A tiny POSIX semaphore wrapper for the control thread (never used on loops).
 final class Semaphore: @unchecked Sendable {

@@ -29,6 +29,11 @@ public final class FrameworkScheduler: RequestScheduler {
         public var metricsStalenessNanos: UInt64 = 2_000_000_000
         /// Monotonic clock (ns), the same clock as `ScrapedMetrics.scrapedAt`.
         public var clock: @Sendable () -> UInt64 = { EventLoop.now() }
+        /// Request bodies nested deeper than this (objects/arrays) are rejected with 400 (`--max-json-depth`).
+        public var maxJSONDepth = 128
+        /// Prompt bytes fed to the prefix hash at most, whatever the plugin config asks (`--max-prefix-hash-bytes`):
+        /// the rest of a longer prompt does not take part in prefix matching.
+        public var maxPrefixHashBytes = 256 << 10
         public init() {}
     }
 
@@ -150,7 +155,8 @@ public final class FrameworkScheduler: RequestScheduler {
         let path = APIKind.requestPath { request.header($0) }
         let kind = APIKind.from(path: path)
         let parsed: ParsedRequest
-        switch ParsedRequest.parse(body: request.body, kind: kind) {
+        ctx.maxPrefixHashBytes = options.maxPrefixHashBytes
+        switch ParsedRequest.parse(body: request.body, kind: kind, maxDepth: options.maxJSONDepth) {
         case .success(let p): parsed = p
         case .failure(let e): return e
         }

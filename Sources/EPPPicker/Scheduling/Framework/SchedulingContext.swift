@@ -30,6 +30,8 @@ public final class SchedulingContext {
     public internal(set) var promptChars = 0
     /// Request body size in bytes.
     public internal(set) var bodyBytes = 0
+    /// Cap on the prompt bytes hashed for prefix matching (`FrameworkScheduler.Options.maxPrefixHashBytes`).
+    public internal(set) var maxPrefixHashBytes = Int.max
     /// Priority from the objective (default 0; < 0 is sheddable).
     public internal(set) var priority = 0
 

@@ -68,8 +68,9 @@ public final class ApproxPrefixCacheProducer: DataProducer {
         let bs = effectiveBlockSize(ctx)
         ctx.blockSizeTokens = bs
         guard let parsed = ctx.parsed else { return }
-        let maxBlocks = maxPrefixTokensToMatch > 0 ? maxPrefixTokensToMatch / bs : maxPrefixBlocksToMatch
         let blockChars = bs * 4
+        let configuredBlocks = maxPrefixTokensToMatch > 0 ? maxPrefixTokensToMatch / bs : maxPrefixBlocksToMatch
+        let maxBlocks = min(configuredBlocks, ctx.maxPrefixHashBytes / blockChars)   // the process-wide cap wins
         guard maxBlocks > 0 else { return }
         if let plain = parsed.plainPromptBytes(body: ctx.body) {
             PrefixHashChain.compute(model: ctx.targetModel, cacheSalt: parsed.cacheSalt, input: plain, blockChars: blockChars,
