@@ -149,8 +149,10 @@ public final class HTTP2Connection: EventHandler, Flushable {
             let consumed = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
             if consumed < 0 {
                 // Protocol error or flood: nghttp2 queued a GOAWAY; send it, then close.
-                abortReason = abortReason ?? .protocolError
-                onAbort?(abortReason!)
+                if abortReason == nil {
+                    abortReason = .protocolError
+                    onAbort?(.protocolError)
+                }
                 flushOutputOnly()
                 close(); return
             }

@@ -4,7 +4,6 @@ leave it harmless), keep the process up with bounded RSS and CPU, and leave othe
 prints a `FIGURES` line (RSS before/peak/after, CPU seconds); RELIABILITY.md "HTTP/2 abuse" records them."""
 import socket
 import ssl
-import threading
 import time
 
 import h2.errors
