@@ -2,6 +2,7 @@ import CLinux
 import EPPEventLoop
 import EPPGRPC
 import EPPHTTP2
+import EPPObservability
 import EPPPicker
 import Glibc
 import Synchronization

@@ -48,16 +48,16 @@ import Testing
             precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             client = fds[1]
             let log = limitLog
-            let service = GRPCServer(routes: ["/t/M": { [unowned self] _ in
+            let service = GRPCServer(routes: ["/t/M": { [weak self] _ in
                 let r = Recorder(echo: echo)
-                self.recorders.append(r)
+                self?.recorders.append(r)
                 return r
             }], maxReceiveMessageSize: 1 << 20, maxMessagesPerStream: maxMessagesPerStream,
                onLimitExceeded: { l in log.hits.withLock { $0.append(l) } })
-            conn = HTTP2Connection(loop: loop, fd: fds[0], service: service, settings: settings, tls: nil) { [unowned self] _ in
-                self.closed = true
+            conn = HTTP2Connection(loop: loop, fd: fds[0], service: service, settings: settings, tls: nil) { [weak self] _ in
+                self?.closed = true   // weak: deinit closes the connection too
             }
-            conn.onAbort = { [unowned self] in self.aborted = $0 }
+            conn.onAbort = { [weak self] in self?.aborted = $0 }
             loop.runEndOfIteration()
             drain()
         }
