@@ -95,6 +95,10 @@ final class HTTP2Callbacks: @unchecked Sendable {
         // stops sending (nghttp2 1.52 leaves the stream half-closed otherwise).
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { session, frame, ud in
             let f = frame!.pointee
+            if f.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue) {
+                HTTP2Callbacks.connection(ud).goawaySent(errorCode: f.goaway.error_code)
+                return 0
+            }
             guard f.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
                   f.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
                   let s = HTTP2Callbacks.connection(ud).stream(f.hd.stream_id), !s.remoteEnded else { return 0 }

@@ -355,6 +355,15 @@ public final class HTTP2Connection: EventHandler, Flushable {
         return s.headerLimitExceeded == nil
     }
 
+    /// A GOAWAY went out. With an error code and no abort of ours behind it, nghttp2 itself ended the session
+    /// (a connection error it detected while parsing, e.g. more streams than SETTINGS_MAX_CONCURRENT_STREAMS).
+    func goawaySent(errorCode: UInt32) {
+        guard errorCode != NGHTTP2_NO_ERROR.rawValue, abortReason == nil else { return }
+        abortReason = .protocolError
+        onAbort?(.protocolError)
+        loop.scheduleFlush(self)
+    }
+
     /// RST_STREAM from the client. Streams reset before delivering a request message cost a token.
     func peerResetStream(_ id: Int32) {
         guard settings.earlyResetBudget > 0, let s = stream(id), !s.deliveredRequestMessage else { return }
