@@ -111,7 +111,7 @@ public final class RedisPrefixIndex: Sendable {
     /// Bytes per (block, pod) entry in a block value: pod id, segment id.
     static let entryBytes = 16
 
-    private static func entryOffset(_ raw: UnsafeRawBufferPointer, _ id: UInt64) -> Int? {
+    static func entryOffset(_ raw: UnsafeRawBufferPointer, _ id: UInt64) -> Int? {
         var off = 0
         while off < raw.count {
             if UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: off, as: UInt64.self)) == id { return off }
@@ -406,6 +406,10 @@ public final class RedisPrefixIndex: Sendable {
                 announced.insert(ns)
                 client.send([Array("SADD".utf8), Array((keyPrefix + "namespaces").utf8), ns]) { _ in }
             }
+            if let lookup, lookup.count == hashes.count {
+                for p in pods { recordDirect(ns, hashes, lookup, p.id, p.endpoint, p.capacity, p.known, p.segments, nowMillis) }
+                return
+            }
             // One script per namespace (one Redis Cluster slot): a record of another model sends the batch first.
             if batchRecords > 0 && ns != batchNamespace { flushRecords() }
             let first = pods.map(\.known).min() ?? 0   // blocks 1…first are held by every pod: not sent
@@ -432,6 +436,103 @@ public final class RedisPrefixIndex: Sendable {
                 batchTimer = loop.schedule(afterNanoseconds: Lane.recordBatchDelayNanos) { [weak self] in
                     self?.batchTimer = nil
                     self?.flushRecords()
+                }
+            }
+        }
+
+        /// A record right after this request's lookup, whose reply shows which blocks the pod lacks: plain
+        /// commands, pipelined (one write), no script — `APPEND` of `pod ‖ segment` to each lacking block, `SET`
+        /// of the new segment, one `ZADD` of the touched segments and the new one, one `HINCRBY` of the pod's
+        /// count. Redis work is proportional to the new blocks. The lookup may be a few ms old: a block another
+        /// replica gave this pod meanwhile gets a second entry for it, which lookups ignore and eviction removes
+        /// with the first. Past capacity the pod is cut back to `capacity − capacity/16` by the evict script
+        /// (so it runs once per capacity/16 new blocks, not on every record).
+        private func recordDirect(_ ns: [UInt8], _ hashes: [UInt64], _ lookup: [RedisReply], _ id: UInt64, _ endpoint: Endpoint,
+                                  _ capacity: Int, _ known: Int, _ segments: [UInt64], _ nowMillis: UInt64) {
+            var newBlocks: [UInt64] = []
+            for i in known..<hashes.count {
+                if case .string(let v) = lookup[i], v.count % RedisPrefixIndex.entryBytes == 0,
+                   v.withUnsafeBytes({ RedisPrefixIndex.entryOffset($0, id) }) != nil { continue }   // held after a gap
+                newBlocks.append(hashes[i])
+            }
+            guard let segment = newBlocks.first else {
+                if !segments.isEmpty { touch(ns, id, segments, nowMillis) }
+                return
+            }
+            metrics.roundTripsRecord.increment()
+            for h in newBlocks {
+                encoder.reset()
+                encoder.beginCommand(argumentCount: 3)
+                encoder.append(argument: "APPEND")
+                appendKey(ns, ":b:", h)
+                keyScratch.removeAll(keepingCapacity: true)
+                withUnsafeBytes(of: id.littleEndian) { keyScratch.append(contentsOf: $0) }
+                withUnsafeBytes(of: segment.littleEndian) { keyScratch.append(contentsOf: $0) }
+                encoder.append(argument: keyScratch)
+                client.send(resp: encoder.bytes) { [weak self] in if case .success(.integer) = $0 {} else { self?.metrics.errorsRecord.increment() } }
+            }
+            encoder.reset()
+            encoder.beginCommand(argumentCount: 3)
+            encoder.append(argument: "SET")
+            keyScratch.removeAll(keepingCapacity: true)
+            keyScratch.append(contentsOf: ns)
+            keyScratch.append(contentsOf: ":s:".utf8)
+            withUnsafeBytes(of: id.littleEndian) { keyScratch.append(contentsOf: $0) }
+            withUnsafeBytes(of: segment.littleEndian) { keyScratch.append(contentsOf: $0) }
+            encoder.append(argument: keyScratch)
+            keyScratch.removeAll(keepingCapacity: true)
+            for h in newBlocks { withUnsafeBytes(of: h.littleEndian) { keyScratch.append(contentsOf: $0) } }
+            encoder.append(argument: keyScratch)
+            client.send(resp: encoder.bytes) { [weak self] in if case .success(.status) = $0 {} else { self?.metrics.errorsRecord.increment() } }
+            // Recency: the held run's segments, then the new one just below them (deeper = evicted first). No XX: a
+            // touched segment evicted since the lookup comes back as an empty member, which eviction skips.
+            encoder.reset()
+            encoder.beginCommand(argumentCount: 2 + 2 * (segments.count + 1))
+            encoder.append(argument: "ZADD")
+            appendKey(ns, ":p:", id)
+            let base = Int(nowMillis) * 1024 + 1023
+            for (depth, s) in segments.enumerated() {
+                encoder.append(argument: base - min(depth + 1, 1022))
+                appendID(s)
+            }
+            encoder.append(argument: base - min(segments.count + 1, 1023))
+            appendID(segment)
+            client.send(resp: encoder.bytes) { [weak self] in if case .success(.integer) = $0 {} else { self?.metrics.errorsRecord.increment() } }
+            let added = newBlocks.count
+            metrics.entriesWritten.increment(by: UInt64(added))
+            encoder.reset()
+            encoder.beginCommand(argumentCount: 4)
+            encoder.append(argument: "HINCRBY")
+            keyScratch.removeAll(keepingCapacity: true)
+            keyScratch.append(contentsOf: ns)
+            keyScratch.append(contentsOf: ":n".utf8)
+            encoder.append(argument: keyScratch)
+            appendID(id)
+            encoder.append(argument: added)
+            let name = endpoint.spec.namespacedName
+            client.send(resp: encoder.bytes) { [weak self] result in
+                guard let self else { return }
+                guard case .success(.integer(let count)) = result else { self.metrics.errorsRecord.increment(); return }
+                if count == Int64(added) {   // the pod's first blocks in this namespace: register it for prune
+                    var registry = ns
+                    registry.append(contentsOf: ":pods".utf8)
+                    self.client.send([Array("HSET".utf8), registry, withUnsafeBytes(of: id.littleEndian) { Array($0) }, Array(name.utf8)]) { _ in }
+                }
+                if count > Int64(max(1, capacity)) { self.evict(ns, id, target: max(1, capacity - capacity / 16)) }
+            }
+        }
+
+        /// Cuts pod `id` back to `target` blocks (`RedisPrefixScripts.evict`).
+        private func evict(_ ns: [UInt8], _ id: UInt64, target: Int) {
+            var lru = ns
+            lru.append(contentsOf: ":p:".utf8)
+            withUnsafeBytes(of: id.littleEndian) { lru.append(contentsOf: $0) }
+            let idBytes = withUnsafeBytes(of: id.littleEndian) { Array($0) }
+            client.evalScript(RedisPrefixScripts.evict, keys: [lru], arguments: [ns, idBytes, Array(String(target).utf8)]) { [weak self] r in
+                if case .success(.integer(let e)) = r {
+                    self?.metrics.entriesEvicted.increment(by: UInt64(max(0, e)))
+                } else {
+                    self?.metrics.errorsRecord.increment()
                 }
             }
         }

@@ -36,7 +36,7 @@ public final class RedisPrefixIndexMetrics: Sendable {
                                            "Redis prefix lookup round trip (MGET sent to reply), late replies included.",
                                            bounds: Histogram.exponential(start: 0.000_025, factor: 2, count: 14)).labels()
         let trips = registry.counter("epp_prefix_index_redis_round_trips_total",
-                                     "Redis prefix index round trips by operation: lookup (MGET), record (EVALSHA: new blocks), touch (ZADD XX: recency only), prune (EVALSHA).", labels: ["op"])
+                                     "Redis prefix index round trips by operation: lookup (MGET), record (a pod's pipelined APPEND/SET/ZADD/HINCRBY after a lookup, or a batch EVALSHA after a fallback), touch (ZADD XX: recency only), prune (EVALSHA).", labels: ["op"])
         roundTripsLookup = trips.labels("lookup")
         roundTripsRecord = trips.labels("record")
         roundTripsTouch = trips.labels("touch")

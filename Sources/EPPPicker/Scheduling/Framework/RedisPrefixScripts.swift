@@ -177,5 +177,23 @@ enum RedisPrefixScripts {
     return {pods, entries}
     """)
 
-    static let all = [record, prune]
+    /// KEYS[1] = a pod's recency ZSET; ARGV = namespace, pod id, target. Removes the pod's least recent
+    /// segments whole (deepest first within a chain; never its last one) until it holds at most `target`
+    /// blocks. Returns the block entries removed.
+    static let evict = RedisScript(helpers + """
+    local ns, id, target = ARGV[1], ARGV[2], tonumber(ARGV[3])
+    local lru = KEYS[1]
+    local count = tonumber(redis.call('HGET', ns .. ':n', id) or '0')
+    local dropped = 0
+    while count - dropped > target do
+      local oldest = redis.call('ZRANGE', lru, 0, 0)
+      if #oldest == 0 or redis.call('ZCARD', lru) <= 1 then break end
+      redis.call('ZREM', lru, oldest[1])
+      dropped = dropped + drop_segments(ns, id, oldest)
+    end
+    if dropped > 0 then redis.call('HINCRBY', ns .. ':n', id, -dropped) end
+    return dropped
+    """)
+
+    static let all = [record, prune, evict]
 }
