@@ -213,6 +213,25 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     for _ in range(n):
         record([rnd.randbytes(8) for _ in range(new)], pods[:2], skips=[0, 0], touches=touches)
     _, _, turn_usec = evalsha_usec_per_call(r)
+    # The same next turn as epp sends it after a Redis lookup: per pod, pipelined APPEND per new block, SET of the
+    # segment, one ZADD (touched + new segment), one HINCRBY; no script.
+    r.call("CONFIG", "RESETSTAT")
+    for _ in range(n):
+        news = [rnd.randbytes(8) for _ in range(new)]
+        pipeline = []
+        for p, segs in zip(pods[:2], touches):
+            for h in news:
+                pipeline.append(Resp.encode("APPEND", ns + b":b:" + h, p + news[0]))
+            pipeline.append(Resp.encode("SET", ns + b":s:" + p + news[0], b"".join(news)))
+            zargs = ["ZADD", ns + b":p:" + p]
+            for depth, seg in enumerate(segs + [news[0]]):
+                zargs += [now_ms() * 1024 + 1022 - depth, seg]
+            pipeline.append(Resp.encode(*zargs))
+            pipeline.append(Resp.encode("HINCRBY", ns + b":n", p, new))
+        r.s.sendall(b"".join(pipeline))
+        for _ in pipeline:
+            r.read()
+    direct_usec = sum(usec_per_call(r, c)[1] for c in ("append", "set", "zadd", "hincrby")) / n
     # A request nobody has seen: every block new for both pods.
     r.call("CONFIG", "RESETSTAT")
     for _ in range(n):
@@ -228,7 +247,7 @@ def lookup_cost(port, shas, blocks, cands, iterations):
     _, _, empty_usec = evalsha_usec_per_call(r)
     rtts.sort()
     return (rtts[len(rtts) // 2] * 1e6, rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e6, lookup_usec, lookup_cpu,
-            touch_usec, turn_usec, new_usec, empty_usec)
+            touch_usec, turn_usec, direct_usec, new_usec, empty_usec)
 
 
 def histogram_quantile(metrics_port, name, q):
@@ -311,7 +330,7 @@ def top_level_usec(r):
         if entry[4] == b"?:0":   # a command a script ran (its time is inside the EVALSHA's)
             continue
         name = entry[3][0].decode().lower()
-        if name in ("mget", "evalsha", "zadd", "sadd"):
+        if name in ("mget", "evalsha", "zadd", "sadd", "append", "set", "hincrby", "hset"):
             calls, usec = per.get(name, (0, 0))
             per[name] = (calls + 1, usec + entry[2])
     return per
@@ -394,7 +413,7 @@ def picks_through_epp(redis_port, quick):
                     times, cpu, per, h0, h1, fb = run(workload, blocks, extra, concurrency)
                     usec = sum(u for _, u in per.values()) / picks
                     cmds = ", ".join(f"{c} {per[c][0] / picks:.2f} ({per[c][1] / max(1, per[c][0]):.1f} µs)"
-                                     for c in ("mget", "evalsha", "zadd") if c in per)
+                                     for c in ("mget", "evalsha", "append", "set", "zadd", "hincrby") if c in per)
                     rows.append(f"| {workload} | {blocks} | {concurrency} | {stride} | {picks} | **{usec:.1f}** | {cpu:.1f} | {cmds} "
                                 f"| ≤ {bucket_quantile(h0, h1, 0.5) * 1e6:.0f} / ≤ {bucket_quantile(h0, h1, 0.99) * 1e6:.0f} "
                                 f"| {q(local_times, 0.5):.0f} / {q(local_times, 0.99):.0f} | {q(times, 0.5):.0f} / {q(times, 0.99):.0f} "
@@ -468,18 +487,18 @@ def main():
         assert shas == lua_shas()
         iterations = 300 if args.quick else 3000
         lines = ["| blocks | candidates | lookup (MGET) RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
-                 "| record usec, 2 pods: held chain (2 × ZADD XX) / next turn (+1/8 new, EVALSHA) / new chain (EVALSHA) "
+                 "| record usec, 2 pods: held chain (2 × ZADD XX) / next turn (+1/8 new) by EVALSHA / by plain commands / new chain (EVALSHA) "
                  "| empty script, same keys, usec_per_call |",
                  "|---|---|---|---|---|---|---|---|"]
         for blocks in (16, 64, 256):
             for cands in (8, 64, 256):
-                p50, p99, lu, cpu, touch, turn, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
+                p50, p99, lu, cpu, touch, turn, direct, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
                 lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} "
-                             f"| {touch:.1f} / {turn:.1f} / {new:.1f} | {empty:.1f} |")
+                             f"| {touch:.1f} / {turn:.1f} / {direct:.1f} / {new:.1f} | {empty:.1f} |")
                 print(lines[-1], flush=True)
         lines += ["", "Picks through epp, one at a time (Python gRPC client), per workload and `redisBlockStride`: Redis time "
                   "per pick = execution time of the index's top-level commands (`SLOWLOG` at threshold 0: lookup MGET, "
-                  "record EVALSHA incl. everything it calls, touch ZADD), then Redis process CPU per pick (`INFO cpu`: adds "
+                  "records: APPEND/SET/ZADD/HINCRBY after a Redis lookup, EVALSHA (incl. what it calls) after a fallback; touch ZADD), then Redis process CPU per pick (`INFO cpu`: adds "
                   "reading/answering each command — one syscall pair per command at concurrency 1 — and the event loop), "
                   "top-level commands per pick (mean µs each), epp's lookup round trip (histogram bucket bounds: the time a "
                   "request waits for Redis), client-side pick latency with the local index and with Redis (Python client "
