@@ -34,6 +34,12 @@ public final class EventLoop: @unchecked Sendable {
     /// Hooks run at the end of each iteration before flushing (e.g. a Redis adapter's batched write).
     private var beforeFlushHooks: [() -> Void] = []
     private var deferred: [() -> Void] = []
+    /// Queue sizes for `/metrics`, refreshed at the end of every iteration.
+    public let queueSizes = LoopQueueSizes()
+    private var registeredFds = 0
+    private var lastInboxDepth = 0
+    /// HTTP/2 streams open on this loop; adjusted by the loop's connections (loop thread only).
+    public var openStreams = 0
 
     public init(index: Int = 0, readBufferSize: Int = 256 * 1024) {
         self.index = index
@@ -66,6 +72,7 @@ public final class EventLoop: @unchecked Sendable {
     public func register(fd: Int32, events: UInt32, handler: EventHandler) {
         let i = Int(fd)
         if i >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: i + 1 - handlers.count + 64)) }
+        if handlers[i] == nil { registeredFds += 1 }
         handlers[i] = handler
         addRaw(fd: fd, events: events)
     }
@@ -79,7 +86,10 @@ public final class EventLoop: @unchecked Sendable {
 
     public func deregister(fd: Int32) {
         _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
-        if Int(fd) < handlers.count { handlers[Int(fd)] = nil }
+        if Int(fd) < handlers.count, handlers[Int(fd)] != nil {
+            handlers[Int(fd)] = nil
+            registeredFds -= 1
+        }
     }
 
     // MARK: flushing and deferred work
@@ -153,6 +163,7 @@ public final class EventLoop: @unchecked Sendable {
         var buf: UInt64 = 0
         _ = read(wakeFd, &buf, 8)
         let tasks = inbox.withLock { t -> [@Sendable () -> Void] in let x = t; t.removeAll(); return x }
+        lastInboxDepth = tasks.count
         for t in tasks { t() }
     }
 
@@ -178,7 +189,16 @@ public final class EventLoop: @unchecked Sendable {
                 if Int(fd) < handlers.count, let h = handlers[Int(fd)] { h.handleEvents(ev.events) }
             }
             runEndOfIteration()
+            publishQueueSizes()
         }
+    }
+
+    private func publishQueueSizes() {
+        queueSizes.fds.store(registeredFds, ordering: .relaxed)
+        queueSizes.timers.store(timers.liveCount, ordering: .relaxed)
+        queueSizes.timerHeap.store(timers.heapCount, ordering: .relaxed)
+        queueSizes.inbox.store(lastInboxDepth, ordering: .relaxed)
+        queueSizes.streams.store(openStreams, ordering: .relaxed)
     }
 
     /// Deferred work, before-flush hooks, then one flush per dirty object.
@@ -207,6 +227,9 @@ struct TimerHeap {
     private var heap: [(deadline: UInt64, id: UInt64)] = []
     private var callbacks: [UInt64: () -> Void] = [:]
     private var nextID: UInt64 = 1
+
+    var liveCount: Int { callbacks.count }
+    var heapCount: Int { heap.count }
 
     var nextDeadline: UInt64? {
         mutating get {

@@ -311,6 +311,7 @@ public final class HTTP2Connection: EventHandler, Flushable {
         let open = streams
         streams.removeAll()
         queuedOutputBytes = 0
+        loop.openStreams -= open.count
         for (_, s) in open { s.isClosed = true; s.handler?.streamClosed(s, errorCode: NGHTTP2_CANCEL.rawValue); s.handler = nil; s.context = nil }
         nghttp2_session_del(session)
         session = nil
@@ -325,7 +326,7 @@ public final class HTTP2Connection: EventHandler, Flushable {
 
     func beginStream(_ id: Int32) {
         let s = HTTP2Stream(id: id, connection: self)
-        streams[id] = s
+        if streams.updateValue(s, forKey: id) == nil { loop.openStreams += 1 }
         _ = nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(s).toOpaque())
     }
 
@@ -386,6 +387,7 @@ public final class HTTP2Connection: EventHandler, Flushable {
     func streamClosed(_ id: Int32, errorCode: UInt32) {
         guard let s = streams.removeValue(forKey: id) else { return }
         queuedOutputBytes -= s.queuedBytes
+        loop.openStreams -= 1
         s.isClosed = true
         s.handler?.streamClosed(s, errorCode: errorCode)
         s.handler = nil

@@ -21,6 +21,7 @@ public final class PickerMetrics: Sendable {
     /// Clients that broke a limit, by limit (see RELIABILITY.md "Limits"); one child per `ClientLimit`.
     public let limitExceeded: Family<Counter>
     public let openConnections: Family<Gauge>
+    public let loopQueueSize: Family<Gauge>
 
     // inference_objective_*
     public let requestTotal: Family<Counter>
@@ -158,9 +159,31 @@ public final class PickerMetrics: Sendable {
                                  bounds: [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
                                           0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
 
+        loopQueueSize = r.gauge("epp_event_loop_queue_size",
+                                "Per event loop, as of its last iteration: registered fds, live timers, timer-heap entries (cancelled ones included), cross-thread tasks at the last wake-up, open HTTP/2 streams.",
+                                labels: ["loop", "queue"])
+
         info.labels(buildInfo.commit, buildInfo.buildRef).set(1)
         _ = schedulerE2E.labels()   // zero-valued before the first request, like the reference
         _ = streams.labels()
+    }
+
+    /// `epp_event_loop_queue_size`: copies each loop's published sizes into the gauges at each scrape.
+    public func collectLoopQueueSizes(loops: [EventLoop]) {
+        let family = loopQueueSize
+        let series = loops.map { loop -> (LoopQueueSizes, [Gauge]) in
+            let i = String(loop.index)
+            return (loop.queueSizes, ["fds", "timers", "timer_heap", "inbox", "streams"].map { family.labels(i, $0) })
+        }
+        registry.addCollector {
+            for (q, g) in series {
+                g[0].set(Double(q.fds.load(ordering: .relaxed)))
+                g[1].set(Double(q.timers.load(ordering: .relaxed)))
+                g[2].set(Double(q.timerHeap.load(ordering: .relaxed)))
+                g[3].set(Double(q.inbox.load(ordering: .relaxed)))
+                g[4].set(Double(q.streams.load(ordering: .relaxed)))
+            }
+        }
     }
 
     /// Pool gauges and the prefix index size, computed from the datastore and config at each scrape (never on

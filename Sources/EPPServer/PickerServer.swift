@@ -138,6 +138,7 @@ public final class PickerServer: @unchecked Sendable {
         health.addChangeListener {
             for c in ctxs { c.loop.execute { c.watchers.notifyAll() } }
         }
+        metrics.collectLoopQueueSizes(loops: group.loops)
         metrics.collectPoolGauges(datastore: datastore, config: config, stalenessNanos: options.metricsStalenessNanos)
     }
 

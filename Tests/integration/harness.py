@@ -126,6 +126,7 @@ def start_epp(endpoint_ports, extra_args=(), secure=False, workers=1):
         args.append(f"--endpoints-file={write_endpoints(endpoint_ports)}")
     args += list(extra_args)
     p = Process(args, "epp")
+    p.args = args   # to restart the same picker in place
     try:
         wait_port(grpc_port)
         wait_port(metrics_port)

@@ -8,7 +8,7 @@
 // cache, so consecutive scrapes of one endpoint reuse one keep-alive connection.
 //
 // Health: a success stores fresh metrics with `healthy = true`. A failure keeps the last metrics and marks them
-// `healthy = false` once `maxConsecutiveFailures` failures happened in a row; independently, metrics older than
+// `healthy = false` once `maxConsecutiveFailures` failures happened in a row (a refused connection at once); independently, metrics older than
 // `stalenessThreshold` are marked unhealthy on every tick (a hung server whose requests only time out becomes
 // unhealthy as soon as its data is stale). The next success makes the endpoint healthy again. An endpoint never
 // scraped successfully keeps `metrics == nil` ("unknown").
@@ -411,7 +411,9 @@ public final class MetricsScraper: @unchecked Sendable {
             return
         }
         let stale = now > old.scrapedAt && now - old.scrapedAt > stalenessNs
-        let unhealthy = t.consecutiveFailures >= options.maxConsecutiveFailures || stale
+        // Refused connection: nothing listens there any more (a killed server), so stop picking it now instead
+        // of after `maxConsecutiveFailures` rounds of requests that can only fail.
+        let unhealthy = result == .connectError || t.consecutiveFailures >= options.maxConsecutiveFailures || stale
         let sm = old.with(healthy: unhealthy ? false : old.healthy, consecutiveFailures: t.consecutiveFailures)
         t.endpoint.updateMetrics(sm)
         if !sm.healthy {
