@@ -198,6 +198,7 @@ def main():
                                                        for s in sampler.samples],
                        "load": rep, "failures": failures}, f, indent=1)
     if failures:
+        print(f"epp log: {epp.log.name}")
         print("FAIL: " + "; ".join(failures))
         return 1
     print("OK: flat")
