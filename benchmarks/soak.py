@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from common import build_release, git_commit, harness
+from common import build_release, cpu_seconds, git_commit, harness
 
 SANITIZER_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
                      "SUMMARY: AddressSanitizer", "SUMMARY: ThreadSanitizer", "runtime error:"]
@@ -66,7 +66,8 @@ class Sampler(threading.Thread):
         while not self.stopping.is_set():
             try:
                 self.samples.append({"t": time.monotonic() - t0, "rss_kib": rss_kib(self.pid), "fds": fd_count(self.pid),
-                                     "queues": loop_queues(self.metrics_port), "load": os.getloadavg()[0]})
+                                     "queues": loop_queues(self.metrics_port), "load": os.getloadavg()[0],
+                                     "cpu_s": cpu_seconds(self.pid)})
             except (OSError, ValueError) as e:   # the picker went away: recorded, the check fails later
                 self.samples.append({"t": time.monotonic() - t0, "error": repr(e)})
             self.stopping.wait(self.every)
@@ -142,6 +143,10 @@ def main():
         with open(report_path) as f:
             rep = json.load(f)
         load_avg_end = os.getloadavg()
+        # Envoy's view: overflows of its default circuit breakers (1,024 requests per cluster) and ext_proc errors
+        envoy_view = {k: v for k, v in {**harness.envoy_stats(envoy.admin_port, "overflow"),
+                                        **harness.envoy_stats(envoy.admin_port, "ext_proc.streams_failed"),
+                                        **harness.envoy_stats(envoy.admin_port, "upstream_rq_timeout")}.items() if v}
         after_idle = {"rss_kib": rss_kib(epp.proc.pid), "fds": fd_count(epp.proc.pid)}
     finally:
         sampler.stopping.set()
@@ -190,6 +195,7 @@ def main():
     print(f"{'open fds':24} {start['fds']:>10.0f} {end['fds']:>10.0f}")
     for k in keys:
         print(f"{f'loop {k[0]} {k[1]}':24} {start[k]:>10.0f} {end[k]:>10.0f}")
+    print(f"Envoy counters (non-zero): {envoy_view or 'none'}")
     print(f"after the load, idle: RSS {after_idle['rss_kib']} KiB, fds {after_idle['fds']}; "
           f"sanitizer report lines: {len(reports)}; epp exit {rc}")
     if args.json:
