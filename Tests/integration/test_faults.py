@@ -460,8 +460,8 @@ def test_envoy_reset_storm_no_goaway_no_leak():
     assert load.sent >= MIN_REQUESTS
     assert load.lost() == [], load.summary()
     # Thousands of resets reach the picker (the rate is bounded by Envoy, which closes a client connection after
-    # a few hundred premature resets, and by the machine: about 1,000/s for a debug build on 2 busy cores)
-    assert streams1 - streams0 >= 5000, f"only {streams1 - streams0:.0f} ext_proc streams reached the picker"
+    # a few hundred premature resets, and by the machine: 500–1,000/s for a debug build on 2 busy cores)
+    assert streams1 - streams0 >= 3000, f"only {streams1 - streams0:.0f} ext_proc streams reached the picker"
     # no GOAWAY or close from the picker: Envoy's connection to it was never ended from our side
     for k in ["upstream_cx_destroy_remote", "upstream_cx_destroy_remote_with_active_rq", "upstream_cx_close_notify"]:
         assert cx1[k] == 0, (k, cx1)
