@@ -229,8 +229,8 @@ def test_client_sent_destination_header_is_overwritten(gateway, values):
 
 def test_failure_mode_allow_would_let_the_client_pick_the_destination():
     """Why the shipped config keeps failure_mode_allow: false. With the picker unreachable, fail-closed Envoy answers
-    500. Fail-open Envoy 1.40 skips ext_proc for a request without body, and ORIGINAL_DST then routes on the client's
-    own header to any ip:port it names; a request with a body still gets 500 in FULL_DUPLEX_STREAMED (so fail-open
+    503 (status_on_error). Fail-open Envoy 1.40 skips ext_proc for a request without body, and ORIGINAL_DST then routes on the client's
+    own header to any ip:port it names; a request with a body still gets the 503 in FULL_DUPLEX_STREAMED (so fail-open
     buys no availability for LLM requests, only the bypass)."""
     evil = RecordingBackend()
     nobody = free_port()   # no picker listening
@@ -239,10 +239,10 @@ def test_failure_mode_allow_would_let_the_client_pick_the_destination():
     try:
         spoof = [("x-gateway-destination-endpoint", f"127.0.0.1:{evil.port}")]
         for body in (b'{"model":"m","prompt":"x"}', b""):
-            assert post(closed_gw.listener_port, body, spoof)[0] == 500
+            assert post(closed_gw.listener_port, body, spoof)[0] == 503   # shipped config: status_on_error 503
         with evil.lock:
             assert evil.requests == []
-        assert post(open_gw.listener_port, b'{"model":"m","prompt":"x"}', spoof)[0] == 500
+        assert post(open_gw.listener_port, b'{"model":"m","prompt":"x"}', spoof)[0] == 503
         status, data = post(open_gw.listener_port, b"", spoof)
         assert status == 200 and json.loads(data)["backend"] == evil.port   # the client chose the server
         with evil.lock:
