@@ -229,12 +229,12 @@ struct RedisPrefixIndexTests {
             try await Task.sleep(nanoseconds: 2_000_000)   // later requests are more recent
         }
         // No record script ran (plain APPEND/SET/ZADD/HINCRBY); the evict script ran when the 7th and the 8th
-        // request took the pod past 32 blocks (each cut it back to 30 = 32 − 32/16 by one 5-block request).
+        // request took the pod past 32 blocks (each cut it back below 32 − 32/128 = 32 by one 5-block request).
         guard case .string(let stats) = await scripts() else { throw RedisIndexTestFailure("no INFO") }
         let text = String(decoding: stats, as: UTF8.self)
         #expect(text.contains("cmdstat_append:calls=40"))
         #expect(text.contains("cmdstat_evalsha:calls=2,"))
-        // 40 blocks > 32: cut back to 32 − 32/16 = 30, the two least recent requests whole.
+        // 40 blocks > 32: cut back to 30, the two least recent requests whole.
         #expect(await podCount(lane, d) == .string(Array("30".utf8)))
         #expect(index.metrics.entriesEvicted.current == 10)
         #expect(try await lookup(lane, chains[0], [d])?.get() == [0])

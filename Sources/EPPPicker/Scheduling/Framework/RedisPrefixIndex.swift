@@ -445,8 +445,9 @@ public final class RedisPrefixIndex: Sendable {
         /// of the new segment, one `ZADD` of the touched segments and the new one, one `HINCRBY` of the pod's
         /// count. Redis work is proportional to the new blocks. The lookup may be a few ms old: a block another
         /// replica gave this pod meanwhile gets a second entry for it, which lookups ignore and eviction removes
-        /// with the first. Past capacity the pod is cut back to `capacity − capacity/16` by the evict script
-        /// (so it runs once per capacity/16 new blocks, not on every record).
+        /// with the first. Past capacity the pod is cut back to `capacity − capacity/128` by the evict script:
+        /// it runs about once per capacity/128 new blocks, not on every record, and each run is short (≈ 250
+        /// blocks at the default capacity: Redis is single-threaded, a long eviction would stall every lookup).
         private func recordDirect(_ ns: [UInt8], _ hashes: [UInt64], _ lookup: [RedisReply], _ id: UInt64, _ endpoint: Endpoint,
                                   _ capacity: Int, _ known: Int, _ segments: [UInt64], _ nowMillis: UInt64) {
             var newBlocks: [UInt64] = []
@@ -518,7 +519,7 @@ public final class RedisPrefixIndex: Sendable {
                     registry.append(contentsOf: ":pods".utf8)
                     self.client.send([Array("HSET".utf8), registry, withUnsafeBytes(of: id.littleEndian) { Array($0) }, Array(name.utf8)]) { _ in }
                 }
-                if count > Int64(max(1, capacity)) { self.evict(ns, id, target: max(1, capacity - capacity / 16)) }
+                if count > Int64(max(1, capacity)) { self.evict(ns, id, target: max(1, capacity - capacity / 128)) }
             }
         }
 
