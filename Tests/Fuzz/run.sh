@@ -11,7 +11,8 @@ shift || true
 swift="${SWIFT:-swift}"
 command -v "$swift" >/dev/null || swift=/opt/swift/usr/bin/swift
 
-flags=(-c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
+# -enable-testing: fuzz-redis-reply reaches internal reply consumers through @testable import.
+flags=(-c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -enable-testing)
 if [ "$#" -gt 0 ]; then targets=("$@"); else
     mapfile -t targets < <(sed -n 's/^ *("\(fuzz-[a-z0-9-]*\)".*/\1/p' Package.swift)
 fi
