@@ -43,5 +43,7 @@ for t in "${targets[@]}"; do
     elapsed=$(( $(date +%s) - start ))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     printf '%-28s %12s %8s %s\n' "$t" "${runs:-?}" "$elapsed" "$result"
+    # What failed and where the input went (CI keeps only this output).
+    [ "$result" = ok ] || grep -E 'FUZZ INVARIANT FAILED|ERROR: |SUMMARY: |Test unit written|Base64: ' "$log" | head -8 >&2 || true
 done
 exit $status
