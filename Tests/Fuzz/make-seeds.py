@@ -155,10 +155,10 @@ put('http2-server', 'no-preface', bytes([0, 0]) + b'GET / HTTP/1.1\r\nHost: x\r\
 # redis-reply: byte 0 = split-choice count, byte 1 = candidate mask, byte 2 = extra
 # request blocks, the choices, then what a Redis server sends. Replies captured from
 # redis-server 7.0.15 (MGET over the prefix index layout, the precise lookup script over
-# llm-d-style hashes, errors, pipelined replies), then hand-made edge cases.
+# llm-d-style hashes, errors, pipelined replies; the MGET values of the earlier 8-byte layout),
+# MGET replies in the current 16-byte entry layout, then hand-made edge cases.
 captured = [
-    ('mget', b'*4\r\n$16\r\n\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$8\r\n\x11\x11\x11\x11\x11\x11\x11\x11\r\n$24\r\n\x01\x02\x03\x04\x05\x06\x07\x08\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$-1\r\n'),
-    ('mget-nil-first', b'*2\r\n$-1\r\n$16\r\n\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n'),
+    ('mget-old-8-byte-entries', b'*4\r\n$16\r\n\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$8\r\n\x11\x11\x11\x11\x11\x11\x11\x11\r\n$24\r\n\x01\x02\x03\x04\x05\x06\x07\x08\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$-1\r\n'),
     ('precise-lookup', b'*2\r\n*4\r\n$13\r\n10.0.0.2:8000\r\n$3\r\nGPU\r\n$13\r\n10.0.0.3:8000\r\n$3\r\ncpu\r\n*2\r\n$13\r\n10.0.0.2:8000\r\n$3\r\ngpu\r\n'),
     ('record-reply', b'*2\r\n:3\r\n:1\r\n'),
     ('noscript', b'-NOSCRIPT No matching script. Please use EVAL.\r\n'),
@@ -177,6 +177,20 @@ info = ('# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_gi
         'process_id:2400\r\nrun_id:894d732a2eec6a6c47770f4023f0b34a1472d1a9\r\ntcp_port:6379\r\n'
         'uptime_in_seconds:7\r\nhz:10\r\nexecutable:/usr/bin/redis-server\r\nconfig_file:\r\n').encode()
 captured.append(('info-server', b'$%d\r\n%s\r\n' % (len(info), info)))
+# MGET in the current layout: a block value is 16-byte entries pod id || segment id (little endian).
+def entry(pod, seg):
+    return pod.to_bytes(8, 'little') + seg.to_bytes(8, 'little')
+def mget(values):
+    out = b'*%d\r\n' % len(values)
+    for v in values:
+        out += b'$-1\r\n' if v is None else b'$%d\r\n%s\r\n' % (len(v), v)
+    return out
+pa, pb, pc, s1, s2 = 0x1111111111111111, 0x2222222222222222, 0x0807060504030201, 0xAAAA, 0xBBBB
+captured += [
+    ('mget', mget([entry(pa, s1) + entry(pb, s1), entry(pa, s1), entry(pc, s2) + entry(pa, s2) + entry(pb, s1), None])),
+    ('mget-nil-first', mget([None, entry(pa, s1) + entry(pb, s2)])),
+    ('mget-two-segments', mget([entry(pa, s1), entry(pa, s1), entry(pa, s2), entry(pb, s2)])),
+]
 edge = [
     ('nil-array', b'*-1\r\n'),
     ('bulk-with-crlf', b'$8\r\na\r\nb\r\n\x00\xff\r\n'),

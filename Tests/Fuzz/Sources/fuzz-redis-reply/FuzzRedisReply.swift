@@ -2,7 +2,8 @@
 // reader (the parser inside every redisContext, fed in fuzz-chosen chunks like socket reads),
 // each reply is copied with RedisReply(copying:) exactly as RedisClient's reply callback does,
 // and the replies are handed to the code that interprets them: the prefix index's MGET walk
-// (RedisPrefixIndex.consecutiveRuns) and the precise-prefix lookup script's reply decoding
+// (RedisPrefixIndex.consecutiveRuns, then .segments for the recency touch of each candidate's run)
+// and the precise-prefix lookup script's reply decoding
 // (PreciseLookupScript.holders) followed by LongestPrefixScore.
 // Input: byte 0 = number of split choices (mod 32), byte 1 = candidate mask, byte 2 = extra
 // request blocks, the split choices (chunk lengths), then the RESP stream.
@@ -134,13 +135,14 @@ private func declaresHugeArray(_ s: [UInt8]) -> Bool {
 
 // MARK: consumers
 
-/// MGET reply → per-candidate consecutive runs (the Redis prefix index lookup).
+/// MGET reply → per-candidate consecutive runs → the segments along each run (the Redis prefix
+/// index lookup; a block value is `entryBytes`-byte entries `pod id ‖ segment id`).
 private func checkPrefixIndexWalk(_ reply: RedisReply, mask: UInt8) {
     guard case .array(let values) = reply else { return }
-    // Candidates: 0 plus the first id of some values (chosen by the mask), so runs actually happen.
+    // Candidates: 0 plus the first pod id of some values (chosen by the mask), so runs actually happen.
     var ids: [UInt64] = [0]
     for (k, v) in values.prefix(6).enumerated() where mask & (1 << k) != 0 {
-        if case .string(let b) = v, b.count >= 8 { ids.append(words(b)[0]) }
+        if case .string(let b) = v, b.count >= 8 { ids.append(entries(b)[0].pod) }
     }
     if mask & 0x80 != 0 { ids.append(ids.last ?? 0) }   // duplicates count separately
     let runs = RedisPrefixIndex.consecutiveRuns(values, candidateIDs: ids)
@@ -151,22 +153,47 @@ private func checkPrefixIndexWalk(_ reply: RedisReply, mask: UInt8) {
     if let runs {
         fuzzCheck(runs.count == ids.count, "one run per candidate")
         fuzzCheck(runs.allSatisfy { $0 >= 0 && $0 <= values.count }, "run longer than the blocks: \(runs) of \(values.count)")
+        for (a, id) in ids.enumerated() {
+            let segs = RedisPrefixIndex.segments(values, podID: id, run: runs[a])
+            let want = referenceSegments(values, id, runs[a])
+            fuzzCheck(segs == want, "segments of candidate \(a): \(segs) expected \(want)")
+            fuzzCheck(segs.count <= runs[a], "more segments than blocks in the run")
+        }
     }
 }
 
-private func words(_ b: [UInt8]) -> [UInt64] {
-    stride(from: 0, to: b.count - b.count % 8, by: 8).map { o in
-        (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) }
+private func le64(_ b: [UInt8], _ o: Int) -> UInt64 {
+    (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) }
+}
+
+/// The (pod, segment) entries of a block value; a trailing partial entry only contributes its pod id
+/// when 8 bytes of it are there (the walk rejects such values anyway).
+private func entries(_ b: [UInt8]) -> [(pod: UInt64, segment: UInt64?)] {
+    let size = RedisPrefixIndex.entryBytes
+    return stride(from: 0, to: b.count, by: size).compactMap { o in
+        guard o + 8 <= b.count else { return nil }
+        return (le64(b, o), o + 16 <= b.count ? le64(b, o + 8) : nil)
     }
+}
+
+/// The segment of the candidate's first entry in each of the first `run` blocks, consecutive repeats once.
+private func referenceSegments(_ values: [RedisReply], _ id: UInt64, _ run: Int) -> [UInt64] {
+    var out: [UInt64] = []
+    for v in values.prefix(run) {
+        guard case .string(let b) = v, b.count % RedisPrefixIndex.entryBytes == 0,
+              let e = entries(b).first(where: { $0.pod == id }), let seg = e.segment else { break }
+        if out.last != seg { out.append(seg) }
+    }
+    return out
 }
 
 /// A candidate's run = leading values that are well-formed holder lists containing it. The reply is
 /// malformed (nil) when a value the walk has to look at (the first, or one some run reaches) is
-/// neither nil nor a string of whole 8-byte ids; the walk stops at the first nil.
+/// neither nil nor a string of whole entries; the walk stops at the first nil.
 private func referenceRuns(_ values: [RedisReply], _ ids: [UInt64]) -> [Int]? {
     func holders(_ v: RedisReply) -> [UInt64]? {
-        guard case .string(let b) = v, b.count % 8 == 0 else { return nil }
-        return words(b)
+        guard case .string(let b) = v, b.count % RedisPrefixIndex.entryBytes == 0 else { return nil }
+        return entries(b).map(\.pod)
     }
     let runs = ids.map { id in
         var n = 0
