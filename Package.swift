@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "EPPGRPC", targets: ["EPPGRPC"]),
         .library(name: "EPPHTTP2", targets: ["EPPHTTP2"]),
         .library(name: "EPPEventLoop", targets: ["EPPEventLoop"]),
+        .library(name: "EPPRedis", targets: ["EPPRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -31,8 +31,9 @@ public enum RedisReply: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Deep copy of a hiredis reply.
-    init(copying r: UnsafePointer<redisReply>) {
+    /// Deep copy of a hiredis reply (the client's reply callback; public so the fuzz target can feed
+    /// hiredis' reader directly and check the copy against the C tree).
+    public init(copying r: UnsafePointer<redisReply>) {
         let p = r.pointee
         switch p.type {
         case REDIS_REPLY_STRING:

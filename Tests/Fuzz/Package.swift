@@ -3,7 +3,8 @@
 // LLVMFuzzerTestOneInput; its @main hands that to LLVMFuzzerRunDriver (SwiftPM
 // renames executables' `main`, so libFuzzer's own main cannot be used).
 // Build and run all of them with ./run.sh [seconds]; build only:
-//   swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+//   swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -enable-testing
+// (-enable-testing: fuzz-redis-reply calls internal consumers of replies through @testable import.)
 import PackageDescription
 
 let picker: Target.Dependency = .product(name: "EPPPicker", package: "EndpointPicker")
@@ -20,6 +21,7 @@ let fuzzTargets: [(name: String, deps: [Target.Dependency])] = [
                            .product(name: "EPPHTTP2", package: "EndpointPicker"),
                            .product(name: "EPPEventLoop", package: "EndpointPicker")]),
     ("fuzz-extproc-stream", [picker, .product(name: "EPPProtobuf", package: "EndpointPicker")]),
+    ("fuzz-redis-reply", [picker, .product(name: "EPPRedis", package: "EndpointPicker")]),
 ]
 
 let package = Package(

@@ -151,3 +151,58 @@ put('http2-server', 'extproc-call', bytes([1, 2, 30, 100]) + settings + settings
 put('http2-server', 'ping-goaway', bytes([1, 0]) + settings + frame(6, 0, 0, b'12345678') + frame(7, 0, 0, bytes(8)))
 put('http2-server', 'rst-stream', bytes([1, 0]) + settings + frame(1, 4, 1, headers) + frame(3, 0, 1, bytes([0, 0, 0, 8])))
 put('http2-server', 'no-preface', bytes([0, 0]) + b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+
+# redis-reply: byte 0 = split-choice count, byte 1 = candidate mask, byte 2 = extra
+# request blocks, the choices, then what a Redis server sends. Replies captured from
+# redis-server 7.0.15 (MGET over the prefix index layout, the precise lookup script over
+# llm-d-style hashes, errors, pipelined replies; the MGET values of the earlier 8-byte layout),
+# MGET replies in the current 16-byte entry layout, then hand-made edge cases.
+captured = [
+    ('mget-old-8-byte-entries', b'*4\r\n$16\r\n\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$8\r\n\x11\x11\x11\x11\x11\x11\x11\x11\r\n$24\r\n\x01\x02\x03\x04\x05\x06\x07\x08\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$-1\r\n'),
+    ('precise-lookup', b'*2\r\n*4\r\n$13\r\n10.0.0.2:8000\r\n$3\r\nGPU\r\n$13\r\n10.0.0.3:8000\r\n$3\r\ncpu\r\n*2\r\n$13\r\n10.0.0.2:8000\r\n$3\r\ngpu\r\n'),
+    ('record-reply', b'*2\r\n:3\r\n:1\r\n'),
+    ('noscript', b'-NOSCRIPT No matching script. Please use EVAL.\r\n'),
+    ('unknown-command', b"-ERR unknown command 'FOO', with args beginning with: 'bar' \r\n"),
+    ('wrongtype', b'-WRONGTYPE Operation against a key holding the wrong kind of value\r\n'),
+    ('integer', b':-42\r\n'),
+    ('pong', b'+PONG\r\n'),
+    ('ok', b'+OK\r\n'),
+    ('smembers-empty', b'*0\r\n'),
+    ('nested', b'*4\r\n:1\r\n*2\r\n$1\r\na\r\n*2\r\n$-1\r\n$1\r\nb\r\n+OK\r\n-E x\r\n'),
+    ('pipelined', b'+PONG\r\n*2\r\n$8\r\n\x11\x11\x11\x11\x11\x11\x11\x11\r\n$-1\r\n:-41\r\n'
+                  b'-NOSCRIPT No matching script. Please use EVAL.\r\n'),
+]
+info = ('# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\n'
+        'redis_mode:standalone\r\nos:Linux x86_64\r\narch_bits:64\r\nmultiplexing_api:epoll\r\n'
+        'process_id:2400\r\nrun_id:894d732a2eec6a6c47770f4023f0b34a1472d1a9\r\ntcp_port:6379\r\n'
+        'uptime_in_seconds:7\r\nhz:10\r\nexecutable:/usr/bin/redis-server\r\nconfig_file:\r\n').encode()
+captured.append(('info-server', b'$%d\r\n%s\r\n' % (len(info), info)))
+# MGET in the current layout: a block value is 16-byte entries pod id || segment id (little endian).
+def entry(pod, seg):
+    return pod.to_bytes(8, 'little') + seg.to_bytes(8, 'little')
+def mget(values):
+    out = b'*%d\r\n' % len(values)
+    for v in values:
+        out += b'$-1\r\n' if v is None else b'$%d\r\n%s\r\n' % (len(v), v)
+    return out
+pa, pb, pc, s1, s2 = 0x1111111111111111, 0x2222222222222222, 0x0807060504030201, 0xAAAA, 0xBBBB
+captured += [
+    ('mget', mget([entry(pa, s1) + entry(pb, s1), entry(pa, s1), entry(pc, s2) + entry(pa, s2) + entry(pb, s1), None])),
+    ('mget-nil-first', mget([None, entry(pa, s1) + entry(pb, s2)])),
+    ('mget-two-segments', mget([entry(pa, s1), entry(pa, s1), entry(pa, s2), entry(pb, s2)])),
+]
+edge = [
+    ('nil-array', b'*-1\r\n'),
+    ('bulk-with-crlf', b'$8\r\na\r\nb\r\n\x00\xff\r\n'),
+    ('status-invalid-utf8', b'+\xc3\x28 ok\r\n-ERR \xff\xfe\r\n'),
+    ('too-deep', b'*1\r\n' * 9 + b':1\r\n'),            # hiredis 0.14 nests at most 7 levels
+    ('bad-type-byte', b'+OK\r\n!oops\r\n'),
+    ('bad-bulk-length', b'$-2\r\n'),
+    ('integer-overflow', b':99999999999999999999\r\n'),
+    ('partial', b'*3\r\n$16\r\n\x11\x11\x11\x11\x11\x11\x11\x11""""""""\r\n$100\r\nshort'),
+    ('mget-ragged', b'*3\r\n$8\r\n\x00\x00\x00\x00\x00\x00\x00\x00\r\n$5\r\nabcde\r\n:7\r\n'),
+    ('lookup-odd-pairs', b'*1\r\n*3\r\n$13\r\n10.0.0.2:8000\r\n$3\r\ngpu\r\n$1\r\nx\r\n'),
+]
+for i, (name, data) in enumerate(captured + edge):
+    choices = bytes([3, 0, 17, 1, 60][:i % 6])
+    put('redis-reply', name, bytes([len(choices), 0xff if i % 2 else 0x0f, i % 4]) + choices + data)

@@ -11,7 +11,8 @@ shift || true
 swift="${SWIFT:-swift}"
 command -v "$swift" >/dev/null || swift=/opt/swift/usr/bin/swift
 
-flags=(-c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
+# -enable-testing: fuzz-redis-reply reaches internal reply consumers through @testable import.
+flags=(-c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -enable-testing)
 if [ "$#" -gt 0 ]; then targets=("$@"); else
     mapfile -t targets < <(sed -n 's/^ *("\(fuzz-[a-z0-9-]*\)".*/\1/p' Package.swift)
 fi
@@ -42,5 +43,7 @@ for t in "${targets[@]}"; do
     elapsed=$(( $(date +%s) - start ))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     printf '%-28s %12s %8s %s\n' "$t" "${runs:-?}" "$elapsed" "$result"
+    # What failed and where the input went (CI keeps only this output).
+    [ "$result" = ok ] || grep -E 'FUZZ INVARIANT FAILED|ERROR: |SUMMARY: |Test unit written|Base64: ' "$log" | head -8 >&2 || true
 done
 exit $status

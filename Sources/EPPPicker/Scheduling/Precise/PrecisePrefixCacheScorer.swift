@@ -268,7 +268,7 @@ public final class PrecisePrefixCacheScorer: SchedulingScorer, DataProducer, Asy
                 guard !finished else { metrics.lateReplies.increment(); return }
                 finished = true
                 loop.cancelTimer(timer)
-                if case .success(let reply) = result, let holders = req.holders(from: reply) {
+                if case .success(let reply) = result, let holders = PreciseLookupScript.holders(from: reply, candidateIDs: req.candidateIDs) {
                     req.scores = LongestPrefixScore.scores(holders: holders, candidates: req.candidateIDs.count,
                                                            totalBlocks: keys.count, weights: tierWeights)
                     metrics.hitRatio.observe(req.scores.max() ?? 0)
@@ -326,28 +326,5 @@ final class PrecisePrefixRequest {
     init(scorer: PrecisePrefixCacheScorer, candidates: Int) {
         self.scorer = scorer
         scores = [Double](repeating: 0, count: candidates)
-    }
-
-    /// Decodes the lookup script's reply into per-key holders (candidate index, tier). nil: malformed.
-    func holders(from reply: RedisReply) -> [[(candidate: Int, tier: String)]]? {
-        guard case .array(let perKey) = reply else { return nil }
-        var index: [String: Int] = [:]
-        for (i, id) in candidateIDs.enumerated() where index[id] == nil { index[id] = i }
-        var out: [[(candidate: Int, tier: String)]] = []
-        out.reserveCapacity(perKey.count)
-        for k in perKey {
-            guard case .array(let items) = k, items.count % 2 == 0 else { return nil }
-            var entries: [(candidate: Int, tier: String)] = []
-            var i = 0
-            while i < items.count {
-                guard case .string(let pod) = items[i], case .string(let tier) = items[i + 1] else { return nil }
-                if let c = index[String(decoding: pod, as: UTF8.self)] {
-                    entries.append((c, String(decoding: tier, as: UTF8.self)))
-                }
-                i += 2
-            }
-            out.append(entries)
-        }
-        return out
     }
 }

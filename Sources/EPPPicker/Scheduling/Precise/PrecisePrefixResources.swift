@@ -155,6 +155,30 @@ enum PreciseLookupScript {
         end
         return out
         """)
+
+    /// Decodes the script's reply into per-key holders (index into `candidateIDs`, tier); pods that are
+    /// not candidates are skipped. nil: malformed (not an array of arrays of string pairs).
+    static func holders(from reply: RedisReply, candidateIDs: [String]) -> [[(candidate: Int, tier: String)]]? {
+        guard case .array(let perKey) = reply else { return nil }
+        var index: [String: Int] = [:]
+        for (i, id) in candidateIDs.enumerated() where index[id] == nil { index[id] = i }
+        var out: [[(candidate: Int, tier: String)]] = []
+        out.reserveCapacity(perKey.count)
+        for k in perKey {
+            guard case .array(let items) = k, items.count % 2 == 0 else { return nil }
+            var entries: [(candidate: Int, tier: String)] = []
+            var i = 0
+            while i < items.count {
+                guard case .string(let pod) = items[i], case .string(let tier) = items[i + 1] else { return nil }
+                if let c = index[String(decoding: pod, as: UTF8.self)] {
+                    entries.append((c, String(decoding: tier, as: UTF8.self)))
+                }
+                i += 2
+            }
+            out.append(entries)
+        }
+        return out
+    }
 }
 
 /// `epp_precise_prefix_*` metrics (shared by the lanes of all loops).
