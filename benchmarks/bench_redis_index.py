@@ -478,6 +478,7 @@ def lua_shas():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="CI-sized run")
+    ap.add_argument("--picks-only", action="store_true", help="only part 2 (picks through epp per workload and stride)")
     args = ap.parse_args()
     redis = harness.start_redis()
     reniced = prioritize(redis.proc.pid)
@@ -486,16 +487,18 @@ def main():
         shas = {k: r.call("SCRIPT", "LOAD", v).decode() for k, v in lua_scripts().items()}
         assert shas == lua_shas()
         iterations = 300 if args.quick else 3000
-        lines = ["| blocks | candidates | lookup (MGET) RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
-                 "| record usec, 2 pods: held chain (2 × ZADD XX) / next turn (+1/8 new) by EVALSHA / by plain commands / new chain (EVALSHA) "
-                 "| empty script, same keys, usec_per_call |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for blocks in (16, 64, 256):
-            for cands in (8, 64, 256):
-                p50, p99, lu, cpu, touch, turn, direct, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
-                lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} "
-                             f"| {touch:.1f} / {turn:.1f} / {direct:.1f} / {new:.1f} | {empty:.1f} |")
-                print(lines[-1], flush=True)
+        lines = []
+        if not args.picks_only:
+            lines = ["| blocks | candidates | lookup (MGET) RTT p50 µs | lookup RTT p99 µs | lookup usec_per_call | lookup server CPU µs "
+                     "| record usec, 2 pods: held chain (2 × ZADD XX) / next turn (+1/8 new) by EVALSHA / by plain commands / new chain (EVALSHA) "
+                     "| empty script, same keys, usec_per_call |",
+                     "|---|---|---|---|---|---|---|---|"]
+            for blocks in (16, 64, 256):
+                for cands in (8, 64, 256):
+                    p50, p99, lu, cpu, touch, turn, direct, new, empty = lookup_cost(redis.port, shas, blocks, cands, iterations)
+                    lines.append(f"| {blocks} | {cands} | {p50:.0f} | {p99:.0f} | {lu:.1f} | {cpu:.1f} "
+                                 f"| {touch:.1f} / {turn:.1f} / {direct:.1f} / {new:.1f} | {empty:.1f} |")
+                    print(lines[-1], flush=True)
         lines += ["", "Picks through epp, one at a time (Python gRPC client), per workload and `redisBlockStride`: Redis time "
                   "per pick = execution time of the index's top-level commands (`SLOWLOG` at threshold 0: lookup MGET, "
                   "records: APPEND/SET/ZADD/HINCRBY after a Redis lookup, EVALSHA (incl. what it calls) after a fallback; touch ZADD), then Redis process CPU per pick (`INFO cpu`: adds "
@@ -507,9 +510,10 @@ def main():
                   "| epp lookup RTT p50 / p99 µs | pick latency local p50 / p99 µs | pick latency redis p50 / p99 µs | fallbacks |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += picks_through_epp(redis.port, args.quick)
-        lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
-                  "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]
-        lines += decisions(redis.port, args.quick)
+        if not args.picks_only:
+            lines += ["", "| index | concurrent streams | decisions/s | epp CPU µs/decision | epp lookup RTT p50 / p99 µs (histogram bucket) | "
+                      "Redis CPU µs/decision | fallbacks | decisions |", "|---|---|---|---|---|---|---|---|"]
+            lines += decisions(redis.port, args.quick)
         lines += ["", f"Load average during the run: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on a "
                   "machine shared with other builds; redis-server and the picks' epp "
                   + ("ran at nice -10" if reniced else "could not be reniced (not root)")
@@ -519,8 +523,9 @@ def main():
         redis.stop()
     print("\n".join(lines))
     if not args.quick:
-        append_results("Redis prefix index (loopback redis-server 7.0, one epp worker, release build)", lines,
-                       "python3 benchmarks/bench_redis_index.py")
+        append_results("Redis prefix index (loopback redis-server 7.0, one epp worker, release build)"
+                       + (", picks only" if args.picks_only else ""), lines,
+                       "python3 benchmarks/bench_redis_index.py" + (" --picks-only" if args.picks_only else ""))
 
 
 if __name__ == "__main__":
