@@ -470,4 +470,5 @@ public enum ClientLimit: String, Sendable, CaseIterable {
     case headerList = "header_list"
     case messagesPerStream = "messages_per_stream"
     case grpcMessageSize = "grpc_message_size"
+    case connectionBufferedBytes = "connection_buffered_bytes"
 }

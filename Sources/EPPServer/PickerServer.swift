@@ -96,6 +96,7 @@ public final class PickerServer: @unchecked Sendable {
             case .messageSize: limitCounters[.grpcMessageSize]?.increment()
             case .messagesPerStream: limitCounters[.messagesPerStream]?.increment()
             case .headerList: limitCounters[.headerList]?.increment()
+            case .connectionBufferedBytes: limitCounters[.connectionBufferedBytes]?.increment()
             }
         }
         let extProcServer = { (ctx: LoopContext) -> GRPCServer in
