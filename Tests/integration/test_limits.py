@@ -14,7 +14,7 @@ import h2.settings
 import pytest
 
 from harness import EPP_BIN, free_port, start_epp
-from hostile import (H2Client, body_request, grpc_frame, grpc_headers, headers_request, limit_hits, metric,
+from hostile import (H2Client, body_request, cpu_seconds, grpc_frame, grpc_headers, headers_request, limit_hits, metric,
                      served_by_another_connection, wait_closed)
 from test_extproc_grpc import Stream, body_msg, headers_msg, ep
 
@@ -55,13 +55,6 @@ def test_max_connections_refuses_extra_connections_at_accept():
             c.close()
     finally:
         assert p.stop() == 0, p.output()
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, from /proc/PID/stat (fields after the parenthesised name)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_out_of_file_descriptors_pauses_accept_without_spinning():
