@@ -50,7 +50,8 @@ let package = Package(
         .target(name: "EPPProtobuf"),
         .target(name: "EPPObservability", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
-        .target(name: "EPPRedis", dependencies: ["EPPEventLoop", "CHiredis", "CLinux", "EPPObservability"]),
+        .target(name: "EPPRedis", dependencies: ["EPPEventLoop", "CHiredis", "CLinux", "EPPObservability",
+                                                 .product(name: "Logging", package: "swift-log")]),
         .target(name: "EPPPicker", dependencies: [
             "EPPProtobuf", "EPPEventLoop", "EPPObservability", "EPPRedis", "CLinux", "CCurl",
             .product(name: "Yams", package: "Yams"),

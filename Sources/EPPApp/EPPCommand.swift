@@ -62,11 +62,25 @@ public struct EPPCommand: ParsableCommand {
     var maxEarlyResets: Int = 1000
     @Option(help: "Response bytes queued for a connection that is not reading (zero window / full socket); more ⇒ the connection is closed.")
     var maxQueuedOutputBytes: Int = 64 << 20
+    @Option(help: "Unfinished request input buffered per connection (partial gRPC messages + request bodies awaiting the decision); a stream that would exceed it ends with RESOURCE_EXHAUSTED.")
+    var maxConnectionBufferedBytes: Int = 256 << 20
     @Option(help: "Seconds in-flight streams get to finish after SIGTERM.") var drainTimeout: Double = 30
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
     @Option(name: .customLong("redis-url"),
-            help: "Share the approximate prefix index between replicas through Redis: redis://[[user]:password@]host:port[/db] or unix:///path[?db=N] (default: in-process index only).")
+            help: "Share the approximate prefix index between replicas through Redis: redis://[[user]:password@]host:port[/db] or unix:///path[?db=N] (default: $EPP_REDIS_URL, else in-process index only). Prefer EPP_REDIS_URL for a URL with a password: the command line is readable by every local user in /proc/PID/cmdline.")
     var redisURL: String?
+
+    /// Environment variable read when `--redis-url` is absent (keeps a password out of /proc/PID/cmdline).
+    static let redisURLEnvironmentVariable = "EPP_REDIS_URL"
+
+    /// `--redis-url`, else a non-empty `$EPP_REDIS_URL`, with where it came from (for error messages).
+    var resolvedRedisURL: (url: String, source: String)? {
+        if let redisURL { return (redisURL, "--redis-url") }
+        let name = Self.redisURLEnvironmentVariable
+        guard let raw = getenv(name) else { return nil }
+        let value = String(cString: raw)
+        return value.isEmpty ? nil : (value, name)
+    }
     @Option(help: "Log lines on stderr: text, or json (one object per line: ts, level, logger, message, metadata fields).")
     var logFormat: String = "text"
 
@@ -97,6 +111,9 @@ public struct EPPCommand: ParsableCommand {
         guard maxQueuedOutputBytes >= 1 << 20 else {
             throw ValidationError("--max-queued-output-bytes must be ≥ 1048576, got \(maxQueuedOutputBytes)")
         }
+        guard maxConnectionBufferedBytes >= 1 << 20 else {
+            throw ValidationError("--max-connection-buffered-bytes must be ≥ 1048576, got \(maxConnectionBufferedBytes)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
@@ -104,8 +121,8 @@ public struct EPPCommand: ParsableCommand {
             throw ValidationError("--log-format must be text or json; got '\(logFormat)'")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be ≥ 0") }
-        if let u = redisURL {
-            do { _ = try RedisURL(parsing: u) } catch { throw ValidationError("--redis-url: \(error)") }
+        if let (u, source) = resolvedRedisURL {
+            do { _ = try RedisURL(parsing: u) } catch { throw ValidationError("\(source): \(error)") }
         }
         guard !enableCertReload || certPath != nil else {
             throw ValidationError("--enable-cert-reload needs --cert-path (a self-signed certificate cannot be rotated)")
@@ -148,7 +165,7 @@ public struct EPPCommand: ParsableCommand {
             }
         }
         // Shared prefix index: one Redis connection per event loop, attached as the loops are made.
-        let redisIndex = try redisURL.map { RedisPrefixIndex(url: try RedisURL(parsing: $0), registry: metrics.registry) }
+        let redisIndex = try resolvedRedisURL.map { RedisPrefixIndex(url: try RedisURL(parsing: $0.url), registry: metrics.registry) }
         // Per-loop render clients / Redis connections of precise-prefix-cache-scorer, kept across config reloads.
         let pluginEnvironment = PluginEnvironment(redisIndex: redisIndex, precise: PrecisePrefixResources(registry: metrics.registry))
         let config: PickerConfig
@@ -181,6 +198,7 @@ public struct EPPCommand: ParsableCommand {
         options.http2.handshakeTimeoutNanos = UInt64(handshakeTimeout * 1e9)
         options.http2.earlyResetBudget = maxEarlyResets
         options.http2.maxQueuedOutputBytes = maxQueuedOutputBytes
+        options.http2.maxBufferedInputBytes = maxConnectionBufferedBytes
         options.metricsStalenessNanos = UInt64((ConfigReader.parseDuration(metricsStalenessThreshold) ?? 2) * 1e9)
 
         // Signals are taken synchronously by this (control) thread; loops never see them.

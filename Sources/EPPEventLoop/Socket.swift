@@ -61,11 +61,20 @@ public enum Socket {
 }
 
 /// Accepts connections on one loop's listening socket and hands each new fd to `onAccept`.
+/// Owned by its loop.
 public final class TCPListener: EventHandler {
     public let fd: Int32
     private unowned let loop: EventLoop
     private let onAccept: (Int32) -> Void
     public private(set) var isOpen = true
+    /// Called (on the loop) each time accept fails for lack of file descriptors and the listener pauses.
+    public var onDescriptorsExhausted: ((Int32) -> Void)?
+    /// How long the listener stops watching its socket after EMFILE/ENFILE.
+    public var exhaustedBackoffNanos: UInt64 = 100_000_000
+    /// Set while paused after EMFILE/ENFILE: the pending connection stays queued, and a level-triggered
+    /// EPOLLIN would otherwise wake the loop again at once (100 % CPU until a descriptor frees up).
+    private var resumeTimer: TimerID?
+    public var isPaused: Bool { resumeTimer != nil }
 
     public init(loop: EventLoop, fd: Int32, onAccept: @escaping (Int32) -> Void) {
         self.fd = fd
@@ -80,19 +89,30 @@ public final class TCPListener: EventHandler {
             let c = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
             if c < 0 {
                 let e = shim_errno()
-                if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return }
-                if e == EMFILE || e == ENFILE { return }   // out of fds: leave it pending, retry on next event
-                return
+                if e == EMFILE || e == ENFILE { pauseAfterExhaustion(errno: e) }
+                return   // EAGAIN/EINTR: nothing more now; ECONNABORTED etc.: the next event retries
             }
             Socket.setNoDelay(c)
             onAccept(c)
         }
     }
 
+    private func pauseAfterExhaustion(errno e: Int32) {
+        guard isOpen, resumeTimer == nil else { return }
+        loop.modify(fd: fd, events: 0)
+        resumeTimer = loop.schedule(afterNanoseconds: exhaustedBackoffNanos) { [weak self] in
+            guard let self else { return }
+            self.resumeTimer = nil
+            if self.isOpen { self.loop.modify(fd: self.fd, events: EPOLLIN.rawValue) }
+        }
+        onDescriptorsExhausted?(e)
+    }
+
     /// Stops accepting (drain): the socket is closed so the kernel routes new connections to other replicas.
     public func close() {
         guard isOpen else { return }
         isOpen = false
+        if let t = resumeTimer { loop.cancelTimer(t); resumeTimer = nil }
         loop.deregister(fd: fd)
         Glibc.close(fd)
     }

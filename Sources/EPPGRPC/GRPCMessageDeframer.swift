@@ -12,6 +12,12 @@ public struct GRPCMessageDeframer {
     /// True when a partial message is buffered (for end-of-stream checks).
     public var hasPartialMessage: Bool { !buffer.isEmpty }
 
+    /// Bytes of the partial message held (charged to the connection's buffered-input budget).
+    public var bufferedByteCount: Int { buffer.count }
+
+    /// Drops the partial message and its memory (the call ended).
+    public mutating func discard() { buffer = [] }
+
     /// Feeds a chunk; calls `onMessage` for each complete message, in order. Returns a status when the
     /// stream must fail (compressed message, message over the limit); the remaining bytes are dropped.
     public mutating func feed(_ chunk: UnsafeRawBufferPointer,

@@ -17,6 +17,7 @@ public enum GRPCLimit: String, Sendable, CaseIterable {
     case messageSize = "grpc_message_size"
     case messagesPerStream = "messages_per_stream"
     case headerList = "header_list"
+    case connectionBufferedBytes = "connection_buffered_bytes"
 }
 
 /// Routes request streams by `:path` to method handlers; one instance per listening port (immutable).
@@ -62,6 +63,12 @@ public final class GRPCCall: HTTP2StreamHandler {
     private var ended = false
     /// Request messages delivered so far.
     public private(set) var messagesReceived = 0
+    /// This call's share of the connection's buffered-input budget: the deframer's partial message, and
+    /// what the method handler holds (`chargeBufferedInput`). All of it goes back when the call ends.
+    private var deframerCharged = 0
+    private var methodCharged = 0
+    /// True while `deframer.feed` runs: a call finished from inside it must not touch the deframer.
+    private var feeding = false
 
     init(stream: HTTP2Stream, server: GRPCServer) {
         self.stream = stream
@@ -88,6 +95,7 @@ public final class GRPCCall: HTTP2StreamHandler {
         guard !isFinished else { return }
         isFinished = true
         cancelDeadline()
+        releaseAllBufferedInput()
         if status.code == .ok && status.message.isEmpty {
             stream.finish(trailers: .staticBlock(.grpcOK),
                           trailersOnly: .dynamic([(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "0")]))
@@ -98,6 +106,57 @@ public final class GRPCCall: HTTP2StreamHandler {
                           trailersOnly: .dynamic([(":status", "200"), ("content-type", "application/grpc")] + trailers))
         }
         endOnce(.finished(status.code))
+    }
+
+    // MARK: buffered-input budget
+
+    /// Takes `bytes` of the connection's buffered-input budget for input the method handler keeps (e.g. a
+    /// request body collected before deciding). When the connection has no room left, the call ends with
+    /// RESOURCE_EXHAUSTED (counted) and this returns false: the handler must drop the input and stop.
+    public func chargeBufferedInput(_ bytes: Int) -> Bool {
+        guard !isFinished else { return false }
+        guard stream.connection.chargeBufferedInput(bytes) else {
+            bufferedInputExhausted()
+            return false
+        }
+        methodCharged += bytes
+        return true
+    }
+
+    /// Returns input charged with `chargeBufferedInput` once the handler no longer holds it.
+    public func releaseBufferedInput(_ bytes: Int) {
+        let n = min(bytes, methodCharged)
+        methodCharged -= n
+        stream.connection.releaseBufferedInput(n)
+    }
+
+    private func bufferedInputExhausted() {
+        server.onLimitExceeded?(.connectionBufferedBytes)
+        finish(GRPCStatus(.resourceExhausted,
+                          "the connection holds more than \(stream.connection.maxBufferedInputBytes) bytes of unfinished request input (--max-connection-buffered-bytes); this stream was ended"))
+    }
+
+    /// Brings the deframer's charge in line with what it holds after a `feed`.
+    @inline(__always)
+    private func syncDeframerCharge() {
+        let held = deframer.bufferedByteCount
+        if held == deframerCharged { return }
+        if held < deframerCharged {
+            stream.connection.releaseBufferedInput(deframerCharged - held)
+            deframerCharged = held
+        } else if stream.connection.chargeBufferedInput(held - deframerCharged) {
+            deframerCharged = held
+        } else {
+            bufferedInputExhausted()   // releases everything, the partial message included
+        }
+    }
+
+    private func releaseAllBufferedInput() {
+        if !feeding { deframer.discard() }   // else streamData discards it once feed returns
+        let total = deframerCharged + methodCharged
+        deframerCharged = 0
+        methodCharged = 0
+        if total > 0 { stream.connection.releaseBufferedInput(total) }
     }
 
     // MARK: HTTP2StreamHandler
@@ -134,7 +193,8 @@ public final class GRPCCall: HTTP2StreamHandler {
     public func streamData(_ stream: HTTP2Stream, _ bytes: UnsafeRawBufferPointer) {
         guard !isFinished, let method else { return }
         let limit = server.maxMessagesPerStream
-        if let error = deframer.feed(bytes, { msg in
+        feeding = true
+        let failure = deframer.feed(bytes, { msg in
             if self.messagesReceived >= limit {
                 self.server.onLimitExceeded?(.messagesPerStream)
                 self.finish(GRPCStatus(.resourceExhausted, "more than \(limit) messages on one stream"))
@@ -144,10 +204,14 @@ public final class GRPCCall: HTTP2StreamHandler {
             stream.deliveredRequestMessage = true
             method.received(self, message: msg)
             return !self.isFinished
-        }) {
+        })
+        feeding = false
+        if let error = failure {
             if error.code == .resourceExhausted { server.onLimitExceeded?(.messageSize) }
             finish(error)
+            return
         }
+        if isFinished { deframer.discard() } else { syncDeframerCharge() }
     }
 
     public func streamRemoteEnded(_ stream: HTTP2Stream) {
@@ -161,6 +225,7 @@ public final class GRPCCall: HTTP2StreamHandler {
 
     public func streamClosed(_ stream: HTTP2Stream, errorCode: UInt32) {
         cancelDeadline()
+        releaseAllBufferedInput()
         if !isFinished { isFinished = true; endOnce(.reset(errorCode: errorCode)) }
         method = nil
     }

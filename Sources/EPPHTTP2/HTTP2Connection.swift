@@ -43,11 +43,31 @@ public final class HTTP2Connection: EventHandler, Flushable {
     private var handshakeTimer: TimerID?
     /// Response bytes queued on this connection's streams that nghttp2 has not taken yet.
     public private(set) var queuedOutputBytes = 0
+    /// Client input buffered by the layers above for this connection's streams (`chargeBufferedInput`),
+    /// bounded by `HTTP2Settings.maxBufferedInputBytes`.
+    public private(set) var bufferedInputBytes = 0
     /// Rapid-reset token bucket (see `HTTP2Settings.earlyResetBudget`).
     private var earlyResetTokens: Double
     private var earlyResetRefilledAt: UInt64 = 0
 
     public var openStreamCount: Int { streams.count }
+
+    public var maxBufferedInputBytes: Int { settings.maxBufferedInputBytes }
+
+    /// Takes `bytes` of the connection's buffered-input budget; false (and nothing taken) when that would
+    /// exceed `maxBufferedInputBytes`. Every charge must be returned with `releaseBufferedInput`.
+    @inline(__always)
+    public func chargeBufferedInput(_ bytes: Int) -> Bool {
+        guard bytes <= settings.maxBufferedInputBytes - bufferedInputBytes else { return false }
+        bufferedInputBytes += bytes
+        return true
+    }
+
+    @inline(__always)
+    public func releaseBufferedInput(_ bytes: Int) {
+        bufferedInputBytes -= bytes
+        assert(bufferedInputBytes >= 0, "buffered-input budget released more than charged")
+    }
 
     public init(loop: EventLoop, fd: Int32, service: HTTP2Service, settings: HTTP2Settings,
                 tls: TLSContext?, onClose: @escaping (HTTP2Connection) -> Void) {

@@ -21,6 +21,11 @@ public struct HTTP2Settings: Sendable {
     /// Response bytes queued on a connection's streams that the peer has not taken (zero window, or a
     /// socket it never reads). Beyond it the connection is closed: a stalled peer cannot grow our memory.
     public var maxQueuedOutputBytes: Int = 64 << 20
+    /// Client input the layers above hold for this connection's streams and have not consumed yet (partial
+    /// gRPC messages, request bodies collected before the routing decision). A stream whose data would
+    /// push the connection over it is ended with RESOURCE_EXHAUSTED; the others continue. Counted, not
+    /// enforced with flow control: holding window for buffered bodies would stall Envoy's multiplexing.
+    public var maxBufferedInputBytes: Int = 256 << 20
     /// Time from accept to a complete TLS handshake and HTTP/2 client preface (slowloris defence).
     public var handshakeTimeoutNanos: UInt64 = 10_000_000_000
     /// Rapid-reset defence: streams the client resets before they delivered one complete request message

@@ -3,6 +3,7 @@ import CLinux
 import EPPEventLoop
 import EPPObservability
 import Glibc
+import Logging
 
 /// One Redis connection on one `EventLoop`, using hiredis 0.14's async API with our own epoll adapter.
 ///
@@ -73,6 +74,14 @@ public final class RedisClient: @unchecked Sendable {
     public private(set) var lastError: String?
     /// Called on the loop whenever `state` changes.
     public var onStateChange: ((State) -> Void)?
+    /// Connection problems are logged as warnings (the first failure, then at most one line per
+    /// `problemLogIntervalNanos` while it lasts), recovery at info. The URL is logged redacted.
+    public var logger: Logger
+    public var problemLogIntervalNanos: UInt64 = 10_000_000_000
+    /// When the current run of failures began (0: not failing), its attempts, and its last log line.
+    private var failingSince: UInt64 = 0
+    private var failedAttempts = 0
+    private var lastProblemLogAt: UInt64 = 0
 
     // Connection (one hiredis context at a time).
     private var ac: UnsafeMutablePointer<redisAsyncContext>?
@@ -103,7 +112,8 @@ public final class RedisClient: @unchecked Sendable {
     public typealias Completion = (Result<RedisReply, RedisClientError>) -> Void
 
     public init(loop: EventLoop, url: RedisURL, configuration: Configuration = Configuration(),
-                metrics: RedisClientMetrics? = nil) {
+                metrics: RedisClientMetrics? = nil, logger: Logger = Logger(label: "epp.redis")) {
+        self.logger = logger
         self.loop = loop
         self.url = url
         self.configuration = configuration
@@ -357,6 +367,9 @@ public final class RedisClient: @unchecked Sendable {
     }
 
     private func connectionLost() {
+        if state == .ready {
+            lastError = "connection lost: " + (ac.flatMap { $0.pointee.err != 0 ? $0.pointee.errstr.map { String(cString: $0) } : nil } ?? "closed by the server")
+        }
         dying = true
         if tcpConnected && state == .ready { metrics?.ioErrors.increment() }
         let entries = takeAllPending()
@@ -518,7 +531,36 @@ public final class RedisClient: @unchecked Sendable {
         state = new
         if old == .ready { metrics?.connected.add(-1) }
         if new == .ready { metrics?.connected.add(1) }
+        if new == .backoff && (old == .connecting || old == .ready) { logProblem() }
+        if new == .ready { logRecovery() }
         onStateChange?(new)
+    }
+
+    // MARK: logging (never the password: `url.description` is redacted, Redis error replies do not echo it)
+
+    private func logProblem() {
+        let now = EventLoop.now()
+        failedAttempts += 1
+        let why = lastError ?? "connection failed"
+        if failingSince == 0 {
+            failingSince = now
+            lastProblemLogAt = now
+            logger.warning("redis \(url) unavailable: \(why); commands fail fast until it reconnects (retrying with backoff)")
+        } else if now &- lastProblemLogAt >= problemLogIntervalNanos {
+            lastProblemLogAt = now
+            logger.warning("redis \(url) still unavailable: \(why) (\(failedAttempts) failed attempts in \((now &- failingSince) / 1_000_000_000) s)")
+        }
+    }
+
+    private func logRecovery() {
+        if failingSince != 0 {
+            let down = Double((EventLoop.now() &- failingSince) / 1_000_000) / 1000
+            logger.info("redis \(url) connected again after \(failedAttempts) failed attempts (\(down) s)")
+        } else if stats.connects == 1 {
+            logger.info("redis \(url) connected")
+        }
+        failingSince = 0
+        failedAttempts = 0
     }
 
     // MARK: adapter (hiredis ev hooks)

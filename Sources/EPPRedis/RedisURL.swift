@@ -31,9 +31,9 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
         } else if string.hasPrefix("unix://") {
             self = try RedisURL.parseUnix(String(string.dropFirst("unix://".count)), original: string)
         } else if string.hasPrefix("rediss://") {
-            throw RedisURLError("redis URL '\(string)': rediss:// (TLS) is not supported (hiredis 0.14 has no TLS)")
+            throw RedisURLError("redis URL '\(RedisURL.redacted(string))': rediss:// (TLS) is not supported (hiredis 0.14 has no TLS)")
         } else {
-            throw RedisURLError("redis URL '\(string)': expected redis://[:password@]host:port[/db] or unix:///path")
+            throw RedisURLError("redis URL '\(RedisURL.redacted(string))': expected redis://[:password@]host:port[/db] or unix:///path")
         }
     }
 

@@ -21,6 +21,8 @@ final class ExtProcCall: GRPCMethodHandler, ExtProcOutput {
         call.finish(GRPCStatus(GRPCStatusCode(rawValue: code) ?? .unknown, message))
     }
     func finishOK() { call.finish(.ok) }
+    func chargeBufferedInput(_ bytes: Int) -> Bool { call.chargeBufferedInput(bytes) }
+    func releaseBufferedInput(_ bytes: Int) { call.releaseBufferedInput(bytes) }
 }
 
 public enum GRPCPaths {

@@ -22,6 +22,8 @@ public final class PickerMetrics: Sendable {
     public let limitExceeded: Family<Counter>
     public let openConnections: Family<Gauge>
     public let loopQueueSize: Family<Gauge>
+    /// Listener pauses after accept failed with EMFILE/ENFILE (out of file descriptors).
+    public let acceptPaused: Family<Counter>
 
     // inference_objective_*
     public let requestTotal: Family<Counter>
@@ -150,6 +152,9 @@ public final class PickerMetrics: Sendable {
         for l in ClientLimit.allCases { _ = limitExceeded.labels(l.rawValue) }
         openConnections = r.gauge("epp_extproc_connections", "Open connections on the ext_proc port (bounded by --max-connections).")
         _ = openConnections.labels()
+        acceptPaused = r.counter("epp_accept_paused_total",
+                                 "Times a listener stopped accepting for 100 ms because accept failed with EMFILE/ENFILE (out of file descriptors).")
+        _ = acceptPaused.labels()
         decisions = r.counter("epp_decisions_total", "Routing decisions, by result (routed, rejected).", labels: ["result"])
         picks = r.counter("epp_endpoint_picks_total", "Requests routed to each endpoint.", labels: ["endpoint"])
         // Request-path latency inside the picker: from request headers (or from the last body byte) to the decision.
@@ -488,4 +493,5 @@ public enum ClientLimit: String, Sendable, CaseIterable {
     case headerList = "header_list"
     case messagesPerStream = "messages_per_stream"
     case grpcMessageSize = "grpc_message_size"
+    case connectionBufferedBytes = "connection_buffered_bytes"
 }

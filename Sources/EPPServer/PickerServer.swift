@@ -67,6 +67,7 @@ public final class PickerServer: @unchecked Sendable {
     /// Open ext_proc connections over all loops, against `options.maxConnections`.
     private let extProcConnections: ConnectionBudget
     private var limitCounters: [ClientLimit: Counter] = [:]
+    private let descriptorExhaustion: DescriptorExhaustionReporter
 
     /// Binds every socket (so port conflicts fail here, before anything runs).
     public init(options: PickerServerOptions, datastore: Datastore, health: HealthState = HealthState(),
@@ -79,6 +80,7 @@ public final class PickerServer: @unchecked Sendable {
         let tls = options.secureServing ? try TLSContext(certDirectory: options.certPath, clientCAFile: options.clientCAFile) : nil
         initialTLS = tls
         extProcConnections = ConnectionBudget(limit: options.maxConnections, gauge: metrics.openConnections.labels())
+        descriptorExhaustion = DescriptorExhaustionReporter(counter: metrics.acceptPaused.labels())
         group = EventLoopGroup(count: max(1, options.workers))
         for loop in group.loops {
             let ctx = LoopContext(loop: loop, scheduler: makeScheduler(loop), observer: LoopObserver(metrics: metrics))
@@ -94,6 +96,7 @@ public final class PickerServer: @unchecked Sendable {
             case .messageSize: limitCounters[.grpcMessageSize]?.increment()
             case .messagesPerStream: limitCounters[.messagesPerStream]?.increment()
             case .headerList: limitCounters[.headerList]?.increment()
+            case .connectionBufferedBytes: limitCounters[.connectionBufferedBytes]?.increment()
             }
         }
         let extProcServer = { (ctx: LoopContext) -> GRPCServer in
@@ -120,7 +123,9 @@ public final class PickerServer: @unchecked Sendable {
 
         let ready = health
         let registry = metrics.registry
-        metricsServer = try PlainHTTPServer(loop: group.loops[0], host: options.bindAddress, port: options.metricsPort) { _, path in
+        let exhaustion = descriptorExhaustion
+        metricsServer = try PlainHTTPServer(loop: group.loops[0], host: options.bindAddress, port: options.metricsPort,
+                                            onDescriptorsExhausted: { port, e in exhaustion.listenerPaused(port: port, errno: e) }) { _, path in
             switch path {
             case "/metrics":
                 return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.render())
@@ -173,6 +178,8 @@ public final class PickerServer: @unchecked Sendable {
                 }
                 ctx.connections[cfd] = conn
             }
+            let exhaustion = descriptorExhaustion, listenPort = actual
+            listener.onDescriptorsExhausted = { e in exhaustion.listenerPaused(port: listenPort, errno: e) }
             ctx.listeners.append(listener)
         }
         return actual

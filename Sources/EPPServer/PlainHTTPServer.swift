@@ -24,7 +24,8 @@ public final class PlainHTTPServer {
     private var connections: [Int32: PlainHTTPConnection] = [:]
     public let port: Int
 
-    public init(loop: EventLoop, host: String, port: Int, handler: @escaping Handler) throws {
+    public init(loop: EventLoop, host: String, port: Int, onDescriptorsExhausted: ((Int, Int32) -> Void)? = nil,
+                handler: @escaping Handler) throws {
         self.loop = loop
         self.handler = handler
         let fd = try Socket.listen(host: host, port: port, reusePort: false)
@@ -35,6 +36,8 @@ public final class PlainHTTPServer {
             }
             self.connections[cfd] = c
         }
+        let boundPort = self.port
+        if let onDescriptorsExhausted { listener?.onDescriptorsExhausted = { onDescriptorsExhausted(boundPort, $0) } }
     }
 
     /// Stops listening and closes idle connections (loop thread).

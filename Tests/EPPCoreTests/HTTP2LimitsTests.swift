@@ -213,6 +213,59 @@ import Testing
         #expect(!h.conn.isClosed)
     }
 
+    /// DATA frames (≤ 15,000 bytes each) carrying `bytes`.
+    static func data(_ stream: Int32, _ bytes: [UInt8], endStream: Bool = false) -> [UInt8] {
+        var out: [UInt8] = []
+        var off = 0
+        repeat {
+            let end = min(off + 15_000, bytes.count)
+            out += frame(0, endStream && end == bytes.count ? 1 : 0, stream, Array(bytes[off..<end]))
+            off = end
+        } while off < bytes.count
+        return out
+    }
+
+    /// The first `sent` bytes of a `size`-byte gRPC message (prefix included).
+    static func partialMessage(size: Int, sent: Int) -> [UInt8] {
+        var payload: [UInt8] = []
+        GRPCMessageDeframer.appendHeader(length: size, to: &payload)
+        return payload + [UInt8](repeating: 0x62, count: sent)
+    }
+
+    @Test func bufferedInputBudgetEndsTheStreamThatWouldExceedItAndIsReturned() {
+        var s = HTTP2Settings()
+        s.maxBufferedInputBytes = 100_000
+        let h = Harness(settings: s)
+        var traffic = Self.preface + Self.settings() + Self.settingsAck
+        // Streams 1, 3, 5 each hold 30,005 bytes of a 50,000-byte message; stream 7 would reach 120,020.
+        for sid: Int32 in [1, 3, 5, 7] { traffic += Self.headers(sid) + Self.data(sid, Self.partialMessage(size: 50_000, sent: 30_000)) }
+        h.send(traffic)
+        #expect(h.recorders.count == 4)
+        #expect(h.recorders[3].ended == .finished(.resourceExhausted))
+        #expect(h.recorders[0...2].allSatisfy { $0.ended == nil })
+        #expect(h.conn.bufferedInputBytes == 3 * 30_005)
+        #expect(h.limitLog.hits.withLock { $0 } == [.connectionBufferedBytes])
+        // stream 1 completes its message (delivered, released), 3 is reset, 5 ends inside its message
+        h.send(Self.data(1, [UInt8](repeating: 0x62, count: 20_000)) + Self.reset(3) + Self.data(5, [0x62], endStream: true))
+        #expect(h.recorders[0].messages == 1)
+        #expect(h.recorders[2].ended == .finished(.internal))
+        #expect(h.conn.bufferedInputBytes == 0)
+        // the connection still serves new streams up to the budget
+        h.send(Self.headers(9) + Self.data(9, Self.partialMessage(size: 90_000, sent: 90_000)))
+        #expect(h.recorders[4].messages == 1)
+        #expect(h.conn.bufferedInputBytes == 0)
+        #expect(!h.conn.isClosed)
+        // many rejected and completed streams later the budget is back at 0
+        for i in 0..<20 {
+            let a = Int32(11 + 4 * i), b = a + 2
+            h.send(Self.headers(a) + Self.data(a, Self.partialMessage(size: 99_000, sent: 60_000))
+                   + Self.headers(b) + Self.data(b, Self.partialMessage(size: 99_000, sent: 60_000))   // over: ended
+                   + Self.reset(a))
+        }
+        #expect(h.limitLog.hits.withLock { $0.count } == 21)
+        #expect(h.conn.bufferedInputBytes == 0)
+    }
+
     @Test func settingsFloodEndsTheConnection() {
         let h = Harness(settings: HTTP2Settings())
         var attack = Self.preface + Self.settings()

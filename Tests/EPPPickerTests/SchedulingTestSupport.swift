@@ -9,6 +9,10 @@ final class StreamRecorder: ExtProcOutput {
     func send(_ appendFramed: (inout [UInt8]) -> Void) { appendFramed(&bytes) }
     func fail(code: Int, message: String) { failure = (code, message) }
     func finishOK() {}
+    /// Bytes the stream holds against its (unbounded here) buffered-input budget.
+    var charged = 0
+    func chargeBufferedInput(_ n: Int) -> Bool { charged += n; return true }
+    func releaseBufferedInput(_ n: Int) { charged -= n }
 
     func take() -> [ProcessingResponse] {
         var out: [ProcessingResponse] = []

@@ -8,10 +8,21 @@ final class Recorder: ExtProcOutput {
     var bytes: [UInt8] = []
     var failure: (code: Int, message: String)?
     var finishedOK = false
+    /// Buffered-input budget, as a connection would hold it; `charged` must return to 0 when the stream ends.
+    var budget = Int.max
+    var charged = 0
+    /// Set on a refused charge; the test then ends the stream as the gRPC layer would.
+    var exhausted = false
 
     func send(_ appendFramed: (inout [UInt8]) -> Void) { appendFramed(&bytes) }
     func fail(code: Int, message: String) { failure = (code, message) }
     func finishOK() { finishedOK = true }
+    func chargeBufferedInput(_ n: Int) -> Bool {
+        guard n <= budget - charged else { exhausted = true; return false }
+        charged += n
+        return true
+    }
+    func releaseBufferedInput(_ n: Int) { charged -= n }
 
     /// Takes every complete frame sent so far.
     func take() -> [ProcessingResponse] {
@@ -196,6 +207,47 @@ func streamed(_ r: ProcessingResponse) -> StreamedBodyResponse? {
         h.feed(body([1], eos: true))   // Envoy may still have sent chunks: ignored
         #expect(h.recorder.take().isEmpty)
         #expect(h.recorder.failure == nil)
+    }
+
+    @Test func collectedBodyIsChargedToTheBudgetUntilTheDecision() {
+        let h = Harness()
+        h.feed(headers())
+        h.feed(body([UInt8](repeating: 1, count: 1000), eos: false))
+        h.feed(body([UInt8](repeating: 1, count: 500), eos: false))
+        #expect(h.recorder.charged == 1500)
+        h.feed(body([UInt8](repeating: 1, count: 10), eos: true))
+        #expect(h.recorder.take().count == 2)
+        #expect(h.recorder.charged == 0)   // the bytes moved to the output queue
+        h.stream.streamEnded()
+        #expect(h.recorder.charged == 0)
+    }
+
+    @Test func bodyOverTheConnectionBudgetStopsTheStreamAndReturnsItsCharge() {
+        let h = Harness()
+        h.recorder.budget = 1200
+        h.feed(headers())
+        h.feed(body([UInt8](repeating: 1, count: 1000), eos: false))
+        h.feed(body([UInt8](repeating: 1, count: 500), eos: false))   // 1500 > 1200: refused
+        #expect(h.recorder.exhausted)
+        #expect(h.recorder.take().isEmpty)   // nothing forwarded, no decision
+        h.stream.streamEnded()   // what the gRPC layer does after ending the call
+        #expect(h.recorder.charged == 0)
+    }
+
+    @Test func rejectedAndEndedStreamsReturnTheirCharge() {
+        var limits = ExtProcLimits()
+        limits.maxRequestBodyBytes = 100
+        let h = Harness(limits: limits)
+        h.feed(headers())
+        h.feed(body([UInt8](repeating: 1, count: 60), eos: false))
+        #expect(h.recorder.charged == 60)
+        h.feed(body([UInt8](repeating: 1, count: 60), eos: false))   // 413
+        #expect(h.recorder.charged == 0)
+        let g = Harness()
+        g.feed(headers())
+        g.feed(body([UInt8](repeating: 1, count: 60), eos: false))
+        g.stream.streamEnded()   // Envoy reset mid-body
+        #expect(g.recorder.charged == 0)
     }
 
     @Test func responsePathPassesThroughChunksImmediately() {

@@ -118,14 +118,14 @@ def write_endpoints(ports, path=None, labels=None):
     return path
 
 
-def start_epp(endpoint_ports, extra_args=(), secure=False, workers=1):
+def start_epp(endpoint_ports, extra_args=(), secure=False, workers=1, env=None):
     grpc_port, health_port, metrics_port = free_port(), free_port(), free_port()
     args = [EPP_BIN, f"--grpc-port={grpc_port}", f"--grpc-health-port={health_port}", f"--metrics-port={metrics_port}",
             f"--secure-serving={'true' if secure else 'false'}", f"--workers={workers}", "--bind-address=127.0.0.1"]
     if endpoint_ports is not None:
         args.append(f"--endpoints-file={write_endpoints(endpoint_ports)}")
     args += list(extra_args)
-    p = Process(args, "epp")
+    p = Process(args, "epp", env=env)
     p.args = args   # to restart the same picker in place
     try:
         wait_port(grpc_port)

@@ -15,6 +15,7 @@ import pytest
 from harness import RecordingBackend, start_envoy, start_epp
 from hostile import (PREFACE, Figures, H2Client, body_request, frame, grpc_frame, grpc_headers, headers_request,
                      limit_hits, raw_h2c, served_by_another_connection, wait_closed)
+import struct
 
 ENHANCE_YOUR_CALM = 11
 
@@ -217,6 +218,70 @@ def test_zero_window_stall_cannot_grow_memory():
         assert limit_hits(p, "output_stalled") == 1
         assert served_by_another_connection(p.grpc_port)
         assert fig.rss_peak - fig.rss_before < 120, fig.rss_peak
+        assert p.proc.poll() is None
+    finally:
+        assert p.stop() == 0, p.output()
+
+
+def stream_ended(c, sid):
+    return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in c.events)
+
+
+def grpc_status_of(c, sid):
+    for e in c.events:
+        if isinstance(e, (h2.events.TrailersReceived, h2.events.ResponseReceived)) and e.stream_id == sid:
+            h = dict(e.headers)
+            if "grpc-status" in h:
+                return int(h["grpc-status"]), h.get("grpc-message", "")
+    return None
+
+
+def test_unfinished_messages_on_many_streams_are_bounded_per_connection():
+    """Many streams each send most of a large gRPC message and never finish it: without a per-connection budget
+    each could hold up to --max-receive-message-bytes. With --max-connection-buffered-bytes=32 MiB the streams
+    that would go over end with RESOURCE_EXHAUSTED, RSS stays near the budget, other connections are served."""
+    budget = 32 << 20
+    p = start_epp([18001], extra_args=[f"--max-connection-buffered-bytes={budget}"])
+    try:
+        fig = Figures(p.proc.pid, "buffered_input")
+        c = H2Client(p.grpc_port)
+        c.pump()
+        streams, partial = 40, 3 << 20   # 40 × 3 MiB = 120 MiB offered, declared messages of 4,000,000 bytes
+        prefix = b"\x00" + struct.pack(">I", 4_000_000)
+        sids = []
+        for _ in range(streams):
+            sid = c.conn.get_next_available_stream_id()
+            sids.append(sid)
+            c.conn.send_headers(sid, grpc_headers(p.grpc_port))
+            data = prefix + b"y" * partial
+            while data and not stream_ended(c, sid):
+                window = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+                if window <= 0:
+                    assert c.pump(0.05) or not c.closed, "attack connection closed"
+                    continue
+                chunk, data = data[:window], data[window:]
+                try:
+                    c.conn.send_data(sid, chunk)
+                except h2.exceptions.StreamClosedError:
+                    break   # the server reset the stream it ended
+                c.flush()
+            c.pump(0.01)
+            fig.sample()
+        c.pump(0.5)
+        fig.sample()
+        statuses = [grpc_status_of(c, sid) for sid in sids]
+        exhausted = [s for s in statuses if s and s[0] == 8]
+        held = statuses.count(None)
+        assert exhausted, statuses
+        assert "--max-connection-buffered-bytes" in exhausted[0][1], exhausted[0]
+        assert held * partial <= budget, (held, statuses)   # the streams still open fit in the budget
+        assert held >= 8, held   # and the budget is used: ~10 streams of 3 MiB fit in 32 MiB
+        assert limit_hits(p, "connection_buffered_bytes") == len(exhausted)
+        assert served_by_another_connection(p.grpc_port)
+        assert not c.closed   # only streams were ended, not the connection
+        c.close()
+        fig.done()
+        assert fig.rss_peak - fig.rss_before < (budget >> 20) + 40, fig.rss_peak
         assert p.proc.poll() is None
     finally:
         assert p.stop() == 0, p.output()

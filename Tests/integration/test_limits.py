@@ -1,6 +1,8 @@
 """Each client-controlled limit of a real epp, exceeded on purpose: the clear error it gives, that only the offender
 is affected, and the counter in epp_limit_exceeded_total. (Body size and gRPC message size: test_extproc_grpc.py
 test_oversized_message_resource_exhausted.)"""
+import os
+import resource
 import socket
 import subprocess
 import time
@@ -12,7 +14,7 @@ import h2.settings
 import pytest
 
 from harness import EPP_BIN, free_port, start_epp
-from hostile import (H2Client, body_request, grpc_frame, grpc_headers, headers_request, limit_hits, metric,
+from hostile import (H2Client, body_request, cpu_seconds, grpc_frame, grpc_headers, headers_request, limit_hits, metric,
                      served_by_another_connection, wait_closed)
 from test_extproc_grpc import Stream, body_msg, headers_msg, ep
 
@@ -52,6 +54,45 @@ def test_max_connections_refuses_extra_connections_at_accept():
         for c in held[5:]:
             c.close()
     finally:
+        assert p.stop() == 0, p.output()
+
+
+def test_out_of_file_descriptors_pauses_accept_without_spinning():
+    p = start_epp([18001])
+    held = []
+    try:
+        pid = p.proc.pid
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 8, in_use + 8))
+        # 8 connections use up the descriptors; the rest wait in the backlog, where accept fails with EMFILE
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", p.grpc_port), timeout=5)
+            held.append(s)
+        time.sleep(0.5)
+        before = cpu_seconds(pid)
+        time.sleep(2)
+        used = cpu_seconds(pid) - before
+        print(f"\nFIGURES emfile: cpu={used:.2f}s over 2 s while out of file descriptors")
+        assert used < 0.3, f"epp used {used:.2f} s CPU in 2 s while out of file descriptors (accept spin)"
+        for s in held:
+            s.close()
+        held.clear()
+        # descriptors freed: new clients are served again (the listener resumed after its backoff)
+        deadline = time.time() + 10
+        while True:
+            try:
+                served_by_another_connection(p.grpc_port)
+                break
+            except grpc.RpcError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert metric(p.metrics_port, "epp_accept_paused_total") >= 1
+        assert "EMFILE" in p.output(), p.output()
+        assert p.output().count("EMFILE") <= 2, "pause log line not rate-limited:\n" + p.output()
+    finally:
+        for s in held:
+            s.close()
         assert p.stop() == 0, p.output()
 
 

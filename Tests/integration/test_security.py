@@ -5,6 +5,8 @@ failure_mode_allow it would not be, which is why the shipped Envoy config keeps 
 mTLS with a wrong client certificate: test_tls.py test_mtls_requires_client_certificate_from_the_ca."""
 import http.client
 import json
+import os
+import time
 import socket
 import ssl
 import subprocess
@@ -13,7 +15,8 @@ import urllib.request
 import grpc
 import pytest
 
-from harness import EPP_BIN, RecordingBackend, free_port, redis_command, start_envoy, start_envoy_edited, start_epp, start_redis
+from harness import (EPP_BIN, RecordingBackend, free_port, prometheus_values, redis_command, start_envoy, start_envoy_edited,
+                     start_epp, start_redis)
 from test_extproc_grpc import Stream, body_msg, headers_msg
 
 ALLOWED_TLS12 = {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
@@ -126,6 +129,82 @@ def test_redis_password_never_in_logs_or_metrics():
         assert r.returncode == 2 and "redis URL" in r.stderr and PASSWORD not in r.stderr, r.stderr
     finally:
         for p in runs:
+            p.stop()
+        redis.stop()
+
+
+def wait_for(predicate, timeout=10, interval=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def redis_connected_gauge(p):
+    return prometheus_values(p.metrics_port, "epp_prefix_index_redis_client_connected").get("", 0.0)
+
+
+def test_redis_url_from_environment_keeps_the_password_out_of_cmdline():
+    redis = start_redis()
+    p = None
+    try:
+        redis_command(redis.port, "CONFIG", "SET", "requirepass", PASSWORD)
+        env = dict(os.environ, EPP_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{redis.port}")
+        p = start_epp([18001, 18002], env=env)
+        with open(f"/proc/{p.proc.pid}/cmdline", "rb") as f:
+            cmdline = f.read().decode()
+        assert PASSWORD not in cmdline and "redis" not in cmdline, cmdline
+        # the URL from the environment is used: the index's Redis connection authenticates and becomes ready
+        assert wait_for(lambda: redis_connected_gauge(p) == 1), prometheus_values(p.metrics_port, "epp_prefix_index_redis_client")
+        with grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") as ch:
+            s = Stream(ch)
+            s.send(headers_msg())
+            s.send(body_msg(b'{"model":"m","prompt":"%s"}' % (b"shared prefix " * 40), True))
+            s.recv(timeout=10)
+            s.close()
+        assert wait_for(lambda: prometheus_values(p.metrics_port, "epp_prefix_index_redis_client_commands_total")
+                        .get('{result="ok"}', 0) >= 1), prometheus_values(p.metrics_port, "epp_prefix_index_redis_client")
+        assert p.stop() == 0, p.output()
+        out = p.output()
+        assert PASSWORD not in out, out
+        assert f"redis redis://:***@127.0.0.1:{redis.port} connected" in out, out
+    finally:
+        if p:
+            p.stop()
+        redis.stop()
+
+
+def test_redis_auth_failure_is_logged_once_without_the_password_and_recovery_at_info():
+    redis = start_redis()
+    p = None
+    try:
+        redis_command(redis.port, "CONFIG", "SET", "requirepass", PASSWORD)
+        wrong = PASSWORD + "wrong"
+        p = start_epp([18001, 18002], env=dict(os.environ, EPP_REDIS_URL=f"redis://:{wrong}@127.0.0.1:{redis.port}"))
+        assert wait_for(lambda: "WRONGPASS" in p.output(), timeout=5), p.output()
+        time.sleep(2)   # several reconnect attempts (backoff 50 ms … 2 s), each refused
+        assert prometheus_values(p.metrics_port, "epp_prefix_index_redis_client_errors_total").get('{kind="handshake"}', 0) >= 2
+        problems = [l for l in p.output().splitlines() if "redis" in l and "unavailable" in l]
+        assert len(problems) == 1, problems   # rate-limited: one line for the failure, not one per attempt
+        assert "warning" in problems[0] and "AUTH failed: WRONGPASS" in problems[0], problems
+        # the password is fixed on the Redis side: the client reconnects and says so at info
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
+            s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(PASSWORD), PASSWORD.encode())
+                      + b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$%d\r\n%s\r\n" % (len(wrong), wrong.encode()))
+            got = b""
+            while got.count(b"\r\n") < 2:
+                got += s.recv(100)
+            assert got == b"+OK\r\n+OK\r\n", got
+        assert wait_for(lambda: redis_connected_gauge(p) == 1, timeout=10), p.output()
+        assert p.stop() == 0, p.output()
+        out = p.output()
+        recovered = [l for l in out.splitlines() if "connected again after" in l]
+        assert len(recovered) == 1 and " info " in recovered[0], out
+        assert PASSWORD not in out.replace("***", ""), out
+    finally:
+        if p:
             p.stop()
         redis.stop()
 

@@ -9,6 +9,12 @@ public protocol ExtProcOutput: AnyObject {
     func fail(code: Int, message: String)
     /// Ends this stream with status OK (Envoy half-closed and everything it needs was answered).
     func finishOK()
+    /// Takes `bytes` of the connection's budget of buffered client input for bytes this stream keeps
+    /// (request body before the decision, a response body held for rewriting). False: the budget is spent
+    /// and the output already ended this stream with RESOURCE_EXHAUSTED; the caller drops the bytes.
+    func chargeBufferedInput(_ bytes: Int) -> Bool
+    /// Returns bytes charged with `chargeBufferedInput` once the stream no longer holds them.
+    func releaseBufferedInput(_ bytes: Int)
 }
 
 public struct ExtProcLimits: Sendable {
@@ -78,6 +84,8 @@ public final class ExtProcStream: SchedulingWaiter {
     private var headerOnly = false
     private var bodyEndedWithTrailers = false
     private var body: [UInt8] = []
+    /// Bytes of `body` + `responseBuffer` charged to the connection's buffered-input budget.
+    private var chargedInput = 0
     /// A body that arrived whole in one message, used in place while the decision is synchronous.
     private var bodyView: UnsafeRawBufferPointer?
     private var decision: SchedulingDecision?
@@ -149,6 +157,8 @@ public final class ExtProcStream: SchedulingWaiter {
         ended = true
         if let d = decision { scheduler.release(d); decision = nil }
         body = []
+        responseBuffer = []
+        releaseCharged()
         observer?.streamClosed(self)
     }
 
@@ -199,6 +209,7 @@ public final class ExtProcStream: SchedulingWaiter {
                 bodyView = nil
                 return
             }
+            guard charge(chunk.count) else { return }   // the stream was ended: connection budget spent
             body.append(contentsOf: chunk)
             if request.endOfStream {
                 bodyCompletedAt = observer?.now() ?? 0
@@ -239,8 +250,10 @@ public final class ExtProcStream: SchedulingWaiter {
         if let outcome {
             decided(outcome)
         } else if let view = bodyView {
-            body = Array(view)   // the scheduler answers later: the message buffer will be gone by then
             bodyView = nil
+            // the scheduler answers later: the message buffer will be gone by then
+            guard charge(view.count) else { return }   // ended; the scheduler's answer finds the stream ended
+            body = Array(view)
         }
     }
 
@@ -276,6 +289,7 @@ public final class ExtProcStream: SchedulingWaiter {
             }
             requestPath = .forwarded
             body = []   // the bytes now live in the stream's output queue
+            releaseCharged()
         }
         if finishWhenDecided { output.finishOK() }
     }
@@ -389,6 +403,7 @@ public final class ExtProcStream: SchedulingWaiter {
             let metadata = request.endOfStream ? completionMetadata() : nil
             if bufferingResponse {
                 // non-SSE body whose model must be rewritten back: whole body, then ≤ 62,000-byte chunks
+                guard charge(chunk.count) else { return }
                 responseBuffer.append(contentsOf: chunk)
                 if request.endOfStream { flushResponseBuffer(endOfStream: true, metadata: metadata) }
             } else if let rw = responseRewriter, let rewritten = rw.rewrite(chunk) {
@@ -416,6 +431,7 @@ public final class ExtProcStream: SchedulingWaiter {
         bufferingResponse = false
         let all = responseRewriter.map { $0.rewrite(responseBuffer) } ?? responseBuffer
         responseBuffer = []
+        releaseCharged()
         output.send { out in
             all.withUnsafeBytes { bytes in
                 if bytes.count == 0 {
@@ -492,9 +508,27 @@ public final class ExtProcStream: SchedulingWaiter {
     private func reject(_ error: RequestError) {
         requestPath = .rejected
         body = []
+        releaseCharged()
         observer?.rejected(self, error)
         send(.init(.immediate(ImmediateResponse(status: error.httpStatus, body: error.body,
                                                 details: "epp_" + error.code))))
+    }
+
+    /// Charges bytes the stream is about to keep; false when the output ended the stream instead.
+    @inline(__always)
+    private func charge(_ bytes: Int) -> Bool {
+        guard output.chargeBufferedInput(bytes) else {
+            observer?.streamFailed(self, "connection buffered-input budget spent")
+            return false
+        }
+        chargedInput += bytes
+        return true
+    }
+
+    private func releaseCharged() {
+        guard chargedInput > 0 else { return }
+        output.releaseBufferedInput(chargedInput)
+        chargedInput = 0
     }
 
     private func spurious(_ what: String) {

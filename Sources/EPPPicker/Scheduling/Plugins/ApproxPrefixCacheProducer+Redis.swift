@@ -28,7 +28,7 @@ extension ApproxPrefixCacheProducer {
         case "redis":
             guard let redis else {
                 throw PickerConfigError(line: params?.lineOf("indexBackend"),
-                                        "\(name): indexBackend redis needs epp --redis-url")
+                                        "\(name): indexBackend redis needs epp --redis-url (or EPP_REDIS_URL)")
             }
             guard budget > 0, budget <= 10 else {
                 throw PickerConfigError(line: params?.lineOf("lookupBudget"), "\(name): lookupBudget must be in (0, 10s]")

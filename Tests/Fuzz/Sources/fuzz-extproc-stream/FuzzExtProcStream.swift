@@ -20,6 +20,10 @@ final class RecordingOutput: ExtProcOutput {
     func send(_ appendFramed: (inout [UInt8]) -> Void) { appendFramed(&bytes) }
     func fail(code: Int, message: String) { if failure == nil { failure = (code, message) } }
     func finishOK() {}
+    /// Buffered-input bytes the stream holds; must be 0 once it ended.
+    var charged = 0
+    func chargeBufferedInput(_ n: Int) -> Bool { charged += n; return true }
+    func releaseBufferedInput(_ n: Int) { charged -= n }
 }
 
 /// Scheduler and endpoints shared by all runs (built once: the run time
@@ -70,6 +74,7 @@ public func fuzzExtProcStream(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CIn
         message.withUnsafeBytes { stream.receive($0) }
     }
     stream.streamEnded()
+    fuzzCheck(output.charged == 0, "buffered-input budget not returned at stream end: \(output.charged) bytes")
 
     let responses = frames(output.bytes)
     if let f = output.failure {

@@ -31,6 +31,8 @@ final class FuzzExtProcCall: GRPCMethodHandler, ExtProcOutput {
     func send(_ appendFramed: (inout [UInt8]) -> Void) { call.send(appendFramed) }
     func fail(code: Int, message: String) { call.finish(GRPCStatus(GRPCStatusCode(rawValue: code) ?? .unknown, message)) }
     func finishOK() { call.finish(.ok) }
+    func chargeBufferedInput(_ n: Int) -> Bool { call.chargeBufferedInput(n) }
+    func releaseBufferedInput(_ n: Int) { call.releaseBufferedInput(n) }
 }
 
 private let datastore: Datastore = {
