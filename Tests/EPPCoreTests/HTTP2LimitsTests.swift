@@ -234,10 +234,11 @@ import Testing
 
     @Test func bufferedInputBudgetEndsTheStreamThatWouldExceedItAndIsReturned() {
         var s = HTTP2Settings()
-        s.maxBufferedInputBytes = 100_000
+        s.maxBufferedInputBytes = 110_000
         let h = Harness(settings: s)
         var traffic = Self.preface + Self.settings() + Self.settingsAck
-        // Streams 1, 3, 5 each hold 30,005 bytes of a 50,000-byte message; stream 7 would reach 120,020.
+        // Streams 1, 3, 5 each hold 30,005 bytes of a 50,000-byte message; stream 7 would reach 120,020. (The
+        // budget leaves room for stream 1's next 15,000-byte frame: bytes count while a message is incomplete.)
         for sid: Int32 in [1, 3, 5, 7] { traffic += Self.headers(sid) + Self.data(sid, Self.partialMessage(size: 50_000, sent: 30_000)) }
         h.send(traffic)
         #expect(h.recorders.count == 4)
