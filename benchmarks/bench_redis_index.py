@@ -346,7 +346,7 @@ def picks_through_epp(redis_port, quick):
     harness.EPP_BIN = os.environ.get("EPP_BIN") or build_release()
     r = Resp(redis_port)
     r.call("CONFIG", "SET", "slowlog-log-slower-than", "0")
-    r.call("CONFIG", "SET", "slowlog-max-len", "100000")
+    r.call("CONFIG", "SET", "slowlog-max-len", "2000000")   # every command of a run (≈ 30 per pick at most)
     backends = [harness.RecordingBackend() for _ in range(4)]
     ports = [b.port for b in backends]
     rnd0 = random.Random(7)
