@@ -27,6 +27,8 @@ final class NullOutput: ExtProcOutput {
     }
     func fail(code: Int, message: String) { fatalError("stream failed: \(message)") }
     func finishOK() {}
+    func chargeBufferedInput(_ bytes: Int) -> Bool { true }   // no connection budget in this benchmark
+    func releaseBufferedInput(_ bytes: Int) {}
 }
 
 final class NoWaiter: SchedulingWaiter { func schedulingFinished(_ outcome: SchedulingOutcome) { fatalError("async") } }
