@@ -69,12 +69,12 @@ import Testing
     @Test func timersFireInDeadlineOrderAndCancelWorks() {
         let loop = EventLoop()
         var fired: [Int] = []
+        let start = EventLoop.now()   // before scheduling: deadlines count from each schedule call
         loop.schedule(afterNanoseconds: 30_000_000) { fired.append(3); loop.stop() }
         loop.schedule(afterNanoseconds: 10_000_000) { fired.append(1) }
         let cancelled = loop.schedule(afterNanoseconds: 20_000_000) { fired.append(2) }
         loop.cancelTimer(cancelled)
         loop.schedule(afterNanoseconds: 5_000_000) { fired.append(0) }
-        let start = EventLoop.now()
         loop.run()
         #expect(fired == [0, 1, 3])
         #expect(EventLoop.now() - start >= 30_000_000)
