@@ -12,6 +12,8 @@ enum RedisPrefixScripts {
     /// deleting keys nobody holds any more: one MGET and at most one DEL and one MSET per 1000 blocks.
     /// `drop_segments(ns, id, segs)`: removes whole segments of pod `id` (their blocks and their keys); returns
     /// the number of block entries removed.
+    /// `evict_to(ns, id, lru, count, target)`: removes the pod's least recent segments (never its last) until it
+    /// holds at most `target` of its `count` blocks; updates `ns:n`; returns the entries removed.
     /// Replies never carry ZSET scores: Redis 7.0 formats each double with snprintf (~1 µs apiece).
     private static let helpers = """
     local function entry(v, id)
@@ -58,6 +60,17 @@ enum RedisPrefixScripts {
         end
       end
       return removed
+    end
+    local function evict_to(ns, id, lru, count, target)
+      local dropped = 0
+      while count - dropped > target do
+        local oldest = redis.call('ZRANGE', lru, 0, 0)
+        if #oldest == 0 or redis.call('ZCARD', lru) <= 1 then break end
+        redis.call('ZREM', lru, oldest[1])
+        dropped = dropped + drop_segments(ns, id, oldest)
+      end
+      if dropped > 0 then redis.call('HINCRBY', ns .. ':n', id, -dropped) end
+      return dropped
     end
 
     """
@@ -141,17 +154,7 @@ enum RedisPrefixScripts {
       written = written + new
       local count = redis.call('HINCRBY', ns .. ':n', id, new)
       if count == new then redis.call('HSET', ns .. ':pods', id, name) end
-      local dropped = 0
-      while count - dropped > cap do
-        local oldest = redis.call('ZRANGE', lru, 0, 0)
-        if #oldest == 0 or redis.call('ZCARD', lru) <= 1 then break end
-        redis.call('ZREM', lru, oldest[1])
-        dropped = dropped + drop_segments(ns, id, oldest)
-      end
-      if dropped > 0 then
-        redis.call('HINCRBY', ns .. ':n', id, -dropped)
-        evicted = evicted + dropped
-      end
+      evicted = evicted + evict_to(ns, id, lru, count, cap)
     end
     return {written, evicted}
     """)
@@ -183,16 +186,7 @@ enum RedisPrefixScripts {
     static let evict = RedisScript(helpers + """
     local ns, id, target = ARGV[1], ARGV[2], tonumber(ARGV[3])
     local lru = KEYS[1]
-    local count = tonumber(redis.call('HGET', ns .. ':n', id) or '0')
-    local dropped = 0
-    while count - dropped > target do
-      local oldest = redis.call('ZRANGE', lru, 0, 0)
-      if #oldest == 0 or redis.call('ZCARD', lru) <= 1 then break end
-      redis.call('ZREM', lru, oldest[1])
-      dropped = dropped + drop_segments(ns, id, oldest)
-    end
-    if dropped > 0 then redis.call('HINCRBY', ns .. ':n', id, -dropped) end
-    return dropped
+    return evict_to(ns, id, lru, tonumber(redis.call('HGET', ns .. ':n', id) or '0'), target)
     """)
 
     static let all = [record, prune, evict]
