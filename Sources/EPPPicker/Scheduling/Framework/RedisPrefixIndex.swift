@@ -466,21 +466,13 @@ public final class RedisPrefixIndex: Sendable {
                 encoder.beginCommand(argumentCount: 3)
                 encoder.append(argument: "APPEND")
                 appendKey(ns, ":b:", h)
-                keyScratch.removeAll(keepingCapacity: true)
-                withUnsafeBytes(of: id.littleEndian) { keyScratch.append(contentsOf: $0) }
-                withUnsafeBytes(of: segment.littleEndian) { keyScratch.append(contentsOf: $0) }
-                encoder.append(argument: keyScratch)
+                appendKey([], "", id, segment)   // the entry: pod id ‖ segment id
                 client.send(resp: encoder.bytes) { [weak self] in if case .success(.integer) = $0 {} else { self?.metrics.errorsRecord.increment() } }
             }
             encoder.reset()
             encoder.beginCommand(argumentCount: 3)
             encoder.append(argument: "SET")
-            keyScratch.removeAll(keepingCapacity: true)
-            keyScratch.append(contentsOf: ns)
-            keyScratch.append(contentsOf: ":s:".utf8)
-            withUnsafeBytes(of: id.littleEndian) { keyScratch.append(contentsOf: $0) }
-            withUnsafeBytes(of: segment.littleEndian) { keyScratch.append(contentsOf: $0) }
-            encoder.append(argument: keyScratch)
+            appendKey(ns, ":s:", id, segment)
             keyScratch.removeAll(keepingCapacity: true)
             for h in newBlocks { withUnsafeBytes(of: h.littleEndian) { keyScratch.append(contentsOf: $0) } }
             encoder.append(argument: keyScratch)
@@ -491,12 +483,8 @@ public final class RedisPrefixIndex: Sendable {
             encoder.beginCommand(argumentCount: 2 + 2 * (segments.count + 1))
             encoder.append(argument: "ZADD")
             appendKey(ns, ":p:", id)
-            let base = Int(nowMillis) * 1024 + 1023
-            for (depth, s) in segments.enumerated() {
-                encoder.append(argument: base - min(depth + 1, 1022))
-                appendID(s)
-            }
-            encoder.append(argument: base - min(segments.count + 1, 1023))
+            appendScoredSegments(segments, nowMillis)
+            encoder.append(argument: Lane.recencyScore(nowMillis, depth: segments.count + 1))
             appendID(segment)
             client.send(resp: encoder.bytes) { [weak self] in if case .success(.integer) = $0 {} else { self?.metrics.errorsRecord.increment() } }
             let added = newBlocks.count
@@ -587,10 +575,7 @@ public final class RedisPrefixIndex: Sendable {
             encoder.append(argument: "ZADD")
             appendKey(ns, ":p:", id)
             encoder.append(argument: "XX")
-            for (depth, s) in segments.enumerated() {
-                encoder.append(argument: Int(nowMillis) * 1024 + 1023 - min(depth + 1, 1022))
-                appendID(s)
-            }
+            appendScoredSegments(segments, nowMillis)
             metrics.roundTripsTouch.increment()
             client.send(resp: encoder.bytes) { [weak self] result in
                 if case .success(.integer) = result { return }
@@ -600,6 +585,19 @@ public final class RedisPrefixIndex: Sendable {
 
         /// Segments touched per pod and record (the score keeps a depth of at most 1022 below the time).
         static let maxTouchedSegments = 1000
+
+        /// ZSET score of a segment `depth` (1 = the chain's first) segments into a chain recorded at `nowMillis`:
+        /// time × 1024 minus the depth, so a later request ranks above an earlier one and, within one chain,
+        /// deeper segments rank lower (evicted first). The record script scores the same way.
+        static func recencyScore(_ nowMillis: UInt64, depth: Int) -> Int { Int(nowMillis) * 1024 + 1023 - min(depth, 1023) }
+
+        /// `score member` pairs for `segments` in chain order (depth 1, 2, …).
+        private func appendScoredSegments(_ segments: [UInt64], _ nowMillis: UInt64) {
+            for (i, s) in segments.enumerated() {
+                encoder.append(argument: Lane.recencyScore(nowMillis, depth: i + 1))
+                appendID(s)
+            }
+        }
 
         static func wallClockMillis() -> UInt64 {
             var ts = timespec()
@@ -667,11 +665,13 @@ public final class RedisPrefixIndex: Sendable {
             withUnsafeBytes(of: id.littleEndian) { encoder.append(argument: $0) }
         }
 
-        private func appendKey(_ ns: [UInt8], _ infix: String, _ value: UInt64) {
+        /// `ns ‖ infix ‖ value [‖ second]` as one argument (ids are 8 bytes, little endian).
+        private func appendKey(_ ns: [UInt8], _ infix: String, _ value: UInt64, _ second: UInt64? = nil) {
             keyScratch.removeAll(keepingCapacity: true)
             keyScratch.append(contentsOf: ns)
             keyScratch.append(contentsOf: infix.utf8)
             withUnsafeBytes(of: value.littleEndian) { keyScratch.append(contentsOf: $0) }
+            if let second { withUnsafeBytes(of: second.littleEndian) { keyScratch.append(contentsOf: $0) } }
             encoder.append(argument: keyScratch)
         }
 
