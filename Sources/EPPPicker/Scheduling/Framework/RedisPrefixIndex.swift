@@ -180,7 +180,7 @@ public final class RedisPrefixIndex: Sendable {
         public let loop: EventLoop
         public let client: RedisClient
         private unowned let index: RedisPrefixIndex
-        private var metrics: RedisPrefixIndexMetrics { index.metrics }
+        var metrics: RedisPrefixIndexMetrics { index.metrics }
         private var encoder = RESPEncoder(capacity: 16 * 1024)
         private var keyScratch: [UInt8] = []
         /// (pod, last block of a chain) → when this lane last recorded that chain for that pod; it is not recorded
@@ -212,6 +212,10 @@ public final class RedisPrefixIndex: Sendable {
         private var batchNamespace: [UInt8] = []
         private var batchTimer: TimerID?
         private let recordSHA: [UInt8], pruneSHA: [UInt8]
+        /// An eviction is running (`RedisPrefixEviction.swift`: one at a time per lane).
+        var evicting = false
+        /// Mean blocks per segment this lane wrote (sizes an eviction's first ZPOPMIN).
+        var meanSegmentBlocks = 8.0
 
         struct PendingLookup {
             var seq: UInt64
@@ -445,9 +449,10 @@ public final class RedisPrefixIndex: Sendable {
         /// of the new segment, one `ZADD` of the touched segments and the new one, one `HINCRBY` of the pod's
         /// count. Redis work is proportional to the new blocks. The lookup may be a few ms old: a block another
         /// replica gave this pod meanwhile gets a second entry for it, which lookups ignore and eviction removes
-        /// with the first. Past capacity the pod is cut back to `capacity − capacity/128` by the evict script:
-        /// it runs about once per capacity/128 new blocks, not on every record, and each run is short (≈ 250
-        /// blocks at the default capacity: Redis is single-threaded, a long eviction would stall every lookup).
+        /// with the first. Past capacity the pod is cut back to `capacity − capacity/128` with plain commands
+        /// (`RedisPrefixEviction.swift`): about once per capacity/128 new blocks, not on every record, and each
+        /// command short (≈ 250 blocks at the default capacity: Redis is single-threaded, a long command would
+        /// stall every lookup).
         private func recordDirect(_ ns: [UInt8], _ hashes: [UInt64], _ lookup: [RedisReply], _ id: UInt64, _ endpoint: Endpoint,
                                   _ capacity: Int, _ known: Int, _ segments: [UInt64], _ nowMillis: UInt64) {
             var newBlocks: [UInt64] = []
@@ -489,6 +494,7 @@ public final class RedisPrefixIndex: Sendable {
             client.send(resp: encoder.bytes) { [weak self] in if case .success(.integer) = $0 {} else { self?.metrics.errorsRecord.increment() } }
             let added = newBlocks.count
             metrics.entriesWritten.increment(by: UInt64(added))
+            meanSegmentBlocks += (Double(added) - meanSegmentBlocks) / 16
             encoder.reset()
             encoder.beginCommand(argumentCount: 4)
             encoder.append(argument: "HINCRBY")
@@ -507,22 +513,7 @@ public final class RedisPrefixIndex: Sendable {
                     registry.append(contentsOf: ":pods".utf8)
                     self.client.send([Array("HSET".utf8), registry, withUnsafeBytes(of: id.littleEndian) { Array($0) }, Array(name.utf8)]) { _ in }
                 }
-                if count > Int64(max(1, capacity)) { self.evict(ns, id, target: max(1, capacity - capacity / 128)) }
-            }
-        }
-
-        /// Cuts pod `id` back to `target` blocks (`RedisPrefixScripts.evict`).
-        private func evict(_ ns: [UInt8], _ id: UInt64, target: Int) {
-            var lru = ns
-            lru.append(contentsOf: ":p:".utf8)
-            withUnsafeBytes(of: id.littleEndian) { lru.append(contentsOf: $0) }
-            let idBytes = withUnsafeBytes(of: id.littleEndian) { Array($0) }
-            client.evalScript(RedisPrefixScripts.evict, keys: [lru], arguments: [ns, idBytes, Array(String(target).utf8)]) { [weak self] r in
-                if case .success(.integer(let e)) = r {
-                    self?.metrics.entriesEvicted.increment(by: UInt64(max(0, e)))
-                } else {
-                    self?.metrics.errorsRecord.increment()
-                }
+                if count > Int64(max(1, capacity)) { self.evict(ns, id, count: Int(count), target: max(1, capacity - capacity / 128)) }
             }
         }
 
