@@ -512,9 +512,11 @@ def picks_through_epp(redis_port, quick):
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(len(xs) * f))] * 1e6
 
-    def run(workload, blocks, extra, concurrency=1):
+    def run(workload, blocks, extra, concurrency=1, capture=False):
+        """One epp, warm-up then the measured picks. `capture`: MONITOR records epp's whole command stream for
+        the replay (a separate run: Redis formats every command for a monitor, which would slow the picks)."""
         r.call("FLUSHALL")
-        monitor = Monitor(redis_port) if extra else None   # epp's whole command stream, for the replay
+        monitor = Monitor(redis_port) if capture else None
         epp = harness.start_epp(ports, extra_args=extra)
         prioritize(epp.proc.pid)
         ch = grpc.insecure_channel(f"127.0.0.1:{epp.grpc_port}")
@@ -558,7 +560,8 @@ def picks_through_epp(redis_port, quick):
                 local_times = run(workload, blocks, [], concurrency)[0]
                 for stride in (1, 4):
                     extra = [f"--redis-url=redis://127.0.0.1:{redis_port}", f"--config-text={PICK_CONFIG % stride}"]
-                    times, cpu, per, h0, h1, fb, stream = run(workload, blocks, extra, concurrency)
+                    times, cpu, per, h0, h1, fb, _ = run(workload, blocks, extra, concurrency)
+                    stream = run(workload, blocks, extra, concurrency, capture=True)[-1]
                     usec = sum(u for _, u in per.values()) / picks
                     cmds = ", ".join(f"{c} {per[c][0] / picks:.2f} ({per[c][1] / max(1, per[c][0]):.1f} µs)"
                                      for c in ("mget", "evalsha", "append", "set", "zadd", "hincrby") if c in per)

@@ -351,6 +351,40 @@ struct RedisPrefixIndexTests {
         await shutdown()
     }
 
+    @Test func aRecordAfterABudgetFallbackWaitsForTheLateReplyAndWritesOnlyWhatIsNew() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2)
+        let held = Self.chain(21, 6), longer = held + Self.chain(22, 2)
+        try await lookupThenRecord(lane, held, [(a, 100)])
+        _ = await command(lane, [Array("CONFIG".utf8), Array("RESETSTAT".utf8)])
+        // Redis stalls: the lookup answers .budget; the request's record (what the producer sends after a
+        // fallback: no reply, the lookup's sequence number) waits for the late reply instead of a record script.
+        await onLoop { lane.client.send(["DEBUG", "SLEEP", "0.05"]) { _ in } }
+        let late: UInt64 = await withCheckedContinuation { cont in
+            loop.execute {
+                _ = lane.lookup(keyPrefix: "t:", model: "m", hashes: longer, candidates: [a, b], budgetNanos: 2_000_000) { r in
+                    #expect(r.map(\.counts) == .failure(.budget))
+                    lane.record(keyPrefix: "t:", model: "m", hashes: longer, pods: [(a, 100, 0), (b, 100, 0)],
+                                lateLookup: lane.lastLookupSeq)
+                    cont.resume(returning: lane.lastLookupSeq)
+                }
+            }
+        }
+        #expect(late > 0)
+        try await Task.sleep(nanoseconds: 150_000_000)
+        _ = await command(lane, [Array("PING".utf8)])
+        guard case .string(let stats) = await command(lane, [Array("INFO".utf8), Array("commandstats".utf8)]) else {
+            throw RedisIndexTestFailure("no INFO")
+        }
+        let text = String(decoding: stats, as: UTF8.self)
+        #expect(!text.contains("cmdstat_evalsha"))
+        // a lacked 2 blocks, b all 8: 10 entries appended, one per block and pod.
+        #expect(text.contains("cmdstat_append:calls=10,"))
+        #expect(index.metrics.lateReplies.current == 1)
+        #expect(try await lookup(lane, longer, [a, b])?.get() == [8, 8])
+        await shutdown()
+    }
+
     @Test func lookupFallsBackWhenTheBudgetPassesOrRedisIsGone() async throws {
         let lane = try await readyLane()
         let a = Self.pod("a", 1)

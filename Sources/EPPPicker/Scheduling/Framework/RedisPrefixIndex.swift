@@ -225,6 +225,8 @@ public final class RedisPrefixIndex: Sendable {
             /// Pod ids of the candidates, in order (the walk of the reply matches them).
             var candidateIDs: [UInt64]
             var done: ((Result<Matches, Fallback>) -> Void)?
+            /// The request's record, waiting for this lookup's reply after the budget answered it (`record`).
+            var deferredRecord: (([RedisReply]?) -> Void)?
         }
 
         init(loop: EventLoop, index: RedisPrefixIndex) {
@@ -254,6 +256,9 @@ public final class RedisPrefixIndex: Sendable {
 
         /// Lookups sent and not yet answered or expired.
         public var lookupsInFlight: Int { pending.count - pendingHead }
+
+        /// The sequence number of the last lookup sent (for `record(lateLookup:)`).
+        public var lastLookupSeq: UInt64 { nextSeq - 1 }
 
         // MARK: lookup
 
@@ -296,8 +301,10 @@ public final class RedisPrefixIndex: Sendable {
             guard pendingHead < pending.count, pending[pendingHead].seq == seq else { return }
             guard pending[pendingHead].done != nil else {
                 metrics.lateReplies.increment()   // this request already used the local index
+                var late: [RedisReply]?
+                if case .success(.array(let items)) = result, items.count == pending[pendingHead].blocks { late = items }
                 if case .success = result {} else { metrics.errorsLookup.increment() }
-                finish(.failure(.budget))
+                finish(.failure(.budget), late: late)
                 return
             }
             metrics.lookupLatency.observe(nanoseconds: EventLoop.now() &- pending[pendingHead].start)
@@ -317,14 +324,18 @@ public final class RedisPrefixIndex: Sendable {
             finish(.failure(.error))
         }
 
-        /// Pops the oldest pending lookup and completes it unless the budget did already.
-        private func finish(_ r: Result<Matches, Fallback>) {
+        /// Pops the oldest pending lookup and completes it unless the budget did already; a record waiting for
+        /// it gets `late` (its reply after the budget) or nil.
+        private func finish(_ r: Result<Matches, Fallback>, late: [RedisReply]? = nil) {
             let done = pending[pendingHead].done
+            let deferredRecord = pending[pendingHead].deferredRecord
             pending[pendingHead].done = nil
+            pending[pendingHead].deferredRecord = nil
             pendingHead += 1
             guard let done else {
                 expiredInFlight -= 1
                 compact()
+                deferredRecord?(late)
                 return
             }
             compact()
@@ -377,14 +388,18 @@ public final class RedisPrefixIndex: Sendable {
         /// Records `hashes` for each pod (decode, prefill), fire and forget. `known`: this request's Redis lookup
         /// found the pod holding blocks 1…known (0: unknown); `lookup`: that lookup's reply, whose entries name
         /// the segments along the held run. When every pod holds the whole chain the record is a plain `ZADD XX`
-        /// of those segments per pod (recency only). Otherwise the blocks after the shortest known run join this
-        /// loop's record batch: one `EVALSHA` per `recordBatchDelayNanos` (or 64 records) writes only what the
-        /// pods don't hold. A chain this lane recorded for the pod within a second is skipped (also when the
+        /// of those segments per pod (recency only); otherwise plain commands write what the reply shows missing
+        /// (`recordDirect`). `lateLookup`: the request's lookup fell back on its budget and its reply is still
+        /// due — the record waits for that reply and goes the same way (`deferRecord`). Without any reply the
+        /// blocks after the shortest known run join this loop's record batch: one `EVALSHA` per
+        /// `recordBatchDelayNanos` (or 64 records) writes only what the pods don't hold. A chain this lane recorded for the pod within a second is skipped (also when the
         /// lookup fell back), so a hot prefix costs Redis only its lookups and a Redis that is behind gets no
         /// extra load. No-op when not connected (the local index has it).
         public func record(keyPrefix: String, model: String, hashes: [UInt64],
-                           pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)], lookup: [RedisReply]? = nil) {
+                           pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)], lookup: [RedisReply]? = nil,
+                           lateLookup: UInt64 = 0) {
             guard client.isReady, let tip = hashes.last else { return }
+            if lookup == nil, lateLookup != 0, deferRecord(until: lateLookup, keyPrefix, model, hashes, allPods) { return }
             let now = EventLoop.now()
             let ns = namespace(keyPrefix, model)
             let nsKey = UInt64(bitPattern: Int64(ns.hashValue))
@@ -442,6 +457,26 @@ public final class RedisPrefixIndex: Sendable {
                     self?.flushRecords()
                 }
             }
+        }
+
+        /// The request's lookup (`seq`) fell back on its budget and its reply is still due: the record waits
+        /// for it and then writes only what the reply shows missing (plain commands), instead of a record script
+        /// that must read everything itself — a Redis that is behind gets the cheap record, not the dear one.
+        /// No reply (error, lost connection): the record goes the script way. False: not pending any more.
+        private func deferRecord(until seq: UInt64, _ keyPrefix: String, _ model: String, _ hashes: [UInt64],
+                                 _ pods: [(endpoint: Endpoint, capacity: Int, known: Int)]) -> Bool {
+            guard pendingHead < pending.count, seq >= pending[pendingHead].seq else { return false }
+            let i = pendingHead + Int(seq - pending[pendingHead].seq)
+            guard i < pending.count, pending[i].seq == seq, pending[i].done == nil, pending[i].deferredRecord == nil else { return false }
+            pending[i].deferredRecord = { [weak self] late in
+                guard let self else { return }
+                guard let late, let runs = RedisPrefixIndex.consecutiveRuns(late, candidateIDs: pods.map { self.podID($0.endpoint) }) else {
+                    return self.record(keyPrefix: keyPrefix, model: model, hashes: hashes, pods: pods)
+                }
+                let known = pods.enumerated().map { (endpoint: $1.endpoint, capacity: $1.capacity, known: runs[$0]) }
+                self.record(keyPrefix: keyPrefix, model: model, hashes: hashes, pods: known, lookup: late)
+            }
+            return true
         }
 
         /// A record right after this request's lookup, whose reply shows which blocks the pod lacks: plain

@@ -59,6 +59,8 @@ public final class SchedulingContext {
     /// The block hashes sent to Redis (every `redisBlockStride`-th) and, per candidate, the run of them Redis found.
     var redisHashes: [UInt64] = []
     var redisRuns: [Int] = []
+    /// The Redis lookup this request sent (0: none); its reply may still come after the budget (`Lane.record`).
+    var redisLookupSeq: UInt64 = 0
 
     /// The body bytes (valid only during `schedule`; empty in the steps after an asynchronous prefix lookup).
     public internal(set) var body = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -157,6 +159,7 @@ public final class SchedulingContext {
         prefixRedisValues = nil
         redisHashes.removeAll(keepingCapacity: true)
         redisRuns.removeAll(keepingCapacity: true)
+        redisLookupSeq = 0
         body = UnsafeRawBufferPointer(start: nil, count: 0)
         explain = false
     }

@@ -79,8 +79,8 @@ extension ApproxPrefixCacheProducer {
     func startRedisLookup(_ ctx: SchedulingContext, _ resume: @escaping () -> Void) -> Bool {
         guard let redis, let loop = ctx.eventLoop, let lane = redis.lane(for: loop) else { return false }
         Self.strided(ctx.prefixHashes, stride: redisBlockStride, into: &ctx.redisHashes)
-        return lane.lookup(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.redisHashes,
-                           candidates: ctx.endpoints, budgetNanos: lookupBudgetNanos) { [self] result in
+        let sent = lane.lookup(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.redisHashes,
+                               candidates: ctx.endpoints, budgetNanos: lookupBudgetNanos) { [self] result in
             switch result {
             case .success(let matches) where matches.counts.count == ctx.endpoints.count:
                 ctx.prefixMatches.removeAll(keepingCapacity: true)
@@ -95,6 +95,8 @@ extension ApproxPrefixCacheProducer {
             }
             resume()
         }
+        if sent { ctx.redisLookupSeq = lane.lastLookupSeq }
+        return sent
     }
 
     func lookupLocally(_ ctx: SchedulingContext) {
@@ -116,7 +118,7 @@ extension ApproxPrefixCacheProducer {
         var pods: [(endpoint: Endpoint, capacity: Int, known: Int)] = [(primary, keys(capacity(primary)), known(primary))]
         if let prefill, prefill !== primary { pods.append((prefill, keys(capacity(prefill)), known(prefill))) }
         lane.record(keyPrefix: redisKeyPrefix, model: ctx.targetModel, hashes: ctx.redisHashes, pods: pods,
-                    lookup: ctx.prefixRedisValues)
+                    lookup: ctx.prefixRedisValues, lateLookup: ctx.prefixRedisValues == nil ? ctx.redisLookupSeq : 0)
     }
 
     /// Discovery changed: drop the endpoints that left, locally and (once per change for all loops) in Redis.
