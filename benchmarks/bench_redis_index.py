@@ -250,6 +250,44 @@ def lookup_cost(port, shas, blocks, cands, iterations):
             touch_usec, turn_usec, direct_usec, new_usec, empty_usec)
 
 
+EARLY_STOP_LOOKUP = """
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then break end
+  out[i] = v
+end
+return out"""
+
+
+def early_stop_cost(port, iterations):
+    """What stopping at the first block nobody holds would save: a 64-key MGET whose chain ends after `held`
+    blocks vs an MGET of just the held keys (a perfect early stop, which needs knowing the end beforehand) vs a
+    Lua lookup that GETs block after block and stops at the first miss (the one-round-trip way to stop early).
+    Values are 4 pods' entries (64 bytes), as in the index."""
+    r = Resp(port)
+    r.call("FLUSHALL")
+    keys = [b"bench:{e}:b:" + os.urandom(8) for _ in range(64)]
+    loop = r.call("SCRIPT", "LOAD", EARLY_STOP_LOOKUP).decode()
+    rows = []
+    for held in (0, 8, 32, 64):
+        r.call("FLUSHALL")
+        for k in keys[:held]:
+            r.call("SET", k, os.urandom(64))
+        cells = []
+        for cmd, name in ((["MGET", *keys], "mget"), (["MGET", *keys[:max(1, held)]], "mget"),
+                          (["EVALSHA", loop, len(keys), *keys], "evalsha")):
+            r.call("CONFIG", "RESETSTAT")
+            enc = Resp.encode(*cmd)
+            for _ in range(iterations):
+                r.s.sendall(enc)
+                r.read()
+            cells.append(usec_per_call(r, name)[2])
+        rows.append(f"| {held} | {cells[0]:.1f} | {cells[1]:.1f} | {cells[2]:.1f} | {(cells[0] - cells[1]) / max(1, 64 - held):.3f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def histogram_quantile(metrics_port, name, q):
     """Upper bucket bound holding quantile q of a Prometheus histogram on epp's /metrics (since start)."""
     after = histogram_buckets(metrics_port, name)
@@ -458,8 +496,8 @@ def replay(port, setup, measured, connections=4):
 
     run([[b"".join(Resp.encode(*a) for a in setup)]])
     picks = []
-    for args in measured:
-        if args[0].upper() == b"MGET" or not picks:
+    for args in measured:   # a pick starts at its lookup (an MGET of block keys; evictions MGET segment keys)
+        if not picks or (args[0].upper() == b"MGET" and b":b:" in args[1]):
             picks.append([])
         picks[-1].append(Resp.encode(*args))
     streams = [[b"".join(p) for p in picks[i::connections]] for i in range(connections)]
@@ -667,6 +705,14 @@ def main():
                   "| workload | blocks | concurrent picks | stride | picks | Redis command µs/pick | Redis process CPU µs/pick | commands/pick "
                   "| epp lookup RTT p50 / p99 µs | pick latency local p50 / p99 µs | pick latency redis p50 / p99 µs | fallbacks |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        if not args.picks_only:
+            lines += ["", "Early stop: Redis time (`usec_per_call`) of a lookup of 64 block keys whose chain ends after `held` "
+                      "blocks — the MGET epp sends (all 64 keys), an MGET of only the held keys (a perfect early stop), "
+                      "and a Lua script that GETs key after key and stops at the first miss (the one-round-trip way "
+                      "to stop early); last column: what each key past the chain's end costs the MGET.", "",
+                      "| held | MGET 64 keys µs | MGET held keys only µs | Lua GET loop with early stop µs | µs per key past the end |",
+                      "|---|---|---|---|---|"]
+            lines += early_stop_cost(redis.port, iterations)
         rows, replays = picks_through_epp(redis.port, args.quick)
         lines += rows
         lines += ["", "Redis cost per pick at saturation: each row's epp command stream above, captured with MONITOR (epp's "

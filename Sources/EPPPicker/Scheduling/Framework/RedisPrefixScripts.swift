@@ -8,8 +8,9 @@ import EPPRedis
 enum RedisPrefixScripts {
     /// Shared helpers.
     /// `entry(v, id)`: offset of `id`'s entry in the block value `v`, or nil.
-    /// `drop(ns, blocks, id)`: cuts `id`'s entries out of the values of `blocks` (concatenated 8-byte hashes),
-    /// deleting keys nobody holds any more: one MGET and at most one DEL and one MSET per 1000 blocks.
+    /// `drop_keys(keys, n, id)`: cuts `id`'s entries out of the values of the first `n` block keys, deleting keys
+    /// nobody holds any more: one MGET and at most one DEL and one MSET per 1000 keys; returns the keys changed.
+    /// `drop(ns, blocks, id)`: the same for `blocks` (concatenated 8-byte hashes).
     /// `drop_listed(ns, id, skeys, lists, n)`: removes the first `n` segments of pod `id` given their keys and
     /// block lists (an MGET of those keys); returns the number of block entries removed.
     /// `drop_segments(ns, id, segs)`: the same for segment ids, reading their lists 1000 at a time.
@@ -29,28 +30,33 @@ enum RedisPrefixScripts {
         s = i + 1
       end
     end
-    local function drop(ns, blocks, id)
-      local n = #blocks / 8
+    local function drop_keys(keys, n, id)
+      local removed = 0
       for from = 1, n, 1000 do
         local to = math.min(from + 999, n)
-        local keys = {}
-        for i = from, to do keys[i - from + 1] = ns .. ':b:' .. string.sub(blocks, 8 * i - 7, 8 * i) end
-        local vals = redis.call('MGET', unpack(keys))
+        local vals = redis.call('MGET', unpack(keys, from, to))
         local set, ns2, del, nd = {}, 0, {}, 0
-        for i = 1, #keys do
+        for i = 1, to - from + 1 do
           local v = vals[i]
-          if v then
+          if v and #v % 16 == 0 then
             local out, k = {}, 0
             for j = 1, #v, 16 do
               if string.sub(v, j, j + 7) ~= id then k = k + 1; out[k] = string.sub(v, j, j + 15) end
             end
-            if k == 0 then nd = nd + 1; del[nd] = keys[i]
-            elseif k * 16 ~= #v then ns2 = ns2 + 2; set[ns2 - 1] = keys[i]; set[ns2] = table.concat(out) end
+            if k == 0 then nd = nd + 1; del[nd] = keys[from + i - 1]
+            elseif k * 16 ~= #v then ns2 = ns2 + 2; set[ns2 - 1] = keys[from + i - 1]; set[ns2] = table.concat(out) end
           end
         end
         if nd > 0 then redis.call('DEL', unpack(del, 1, nd)) end
         if ns2 > 0 then redis.call('MSET', unpack(set, 1, ns2)) end
+        removed = removed + nd + ns2 / 2
       end
+      return removed
+    end
+    local function drop(ns, blocks, id)
+      local keys = {}
+      for i = 1, #blocks / 8 do keys[i] = ns .. ':b:' .. string.sub(blocks, 8 * i - 7, 8 * i) end
+      drop_keys(keys, #keys, id)
     end
     local function drop_listed(ns, id, skeys, lists, n)
       local blocks, nb, removed = {}, 0, 0
@@ -201,5 +207,17 @@ enum RedisPrefixScripts {
     return {pods, entries}
     """)
 
-    static let all = [record, prune]
+    /// KEYS = block keys, then the namespace's count HASH (`ns:n`); ARGV = pod id, entries removed. The last
+    /// step of an eviction (`RedisPrefixEviction.swift`): cuts the pod's entries out of the blocks of the
+    /// segments it popped and lowers its count, atomically — a plain read-then-write would lose entries other
+    /// replicas append in between, and guarding it with WATCH costs Redis 7.0 O(keys²). Keys come built by epp
+    /// (building them in Lua costs ~0.4 µs apiece here). Returns the block keys changed.
+    static let dropEntries = RedisScript(helpers + """
+    local n = #KEYS - 1
+    local changed = drop_keys(KEYS, n, ARGV[1])
+    redis.call('HINCRBY', KEYS[n + 1], ARGV[1], -tonumber(ARGV[2]))
+    return changed
+    """)
+
+    static let all = [record, prune, dropEntries]
 }
