@@ -455,12 +455,14 @@ class Monitor:
         self.s.close()
 
 
-def replay(port, setup, measured, connections=4):
+def replay(port, setup, measured, connections=4, slowlog=False):
     """Replays a captured command stream against an emptied Redis: `setup` (epp's startup and the warm-up picks)
     on one connection, then `measured`, cut into picks (a pick starts at its lookup MGET; its records follow it)
     and dealt round-robin to `connections` connections, each pick one write, none waiting for replies. This is
     Redis serving a fleet flat out: the figures are Redis's own cost per pick with no client in the way.
-    Returns (picks, commandstats usec by command, process CPU µs/pick, wall seconds)."""
+    `slowlog`: log every command (its cost is then in the CPU figure) and return the top-level commands' time
+    by command, as SLOWLOG has it; else INFO commandstats, which also counts the commands scripts run (inside
+    their EVALSHA's time too). Returns (picks, usec by command, process CPU µs/pick, wall seconds)."""
     import threading
     r = Resp(port)
     r.call("FLUSHALL")
@@ -502,15 +504,26 @@ def replay(port, setup, measured, connections=4):
         picks[-1].append(Resp.encode(*args))
     streams = [[b"".join(p) for p in picks[i::connections]] for i in range(connections)]
     r.call("CONFIG", "RESETSTAT")
+    threshold = r.call("CONFIG", "GET", "slowlog-log-slower-than")[1]
+    r.call("CONFIG", "SET", "slowlog-log-slower-than", "0" if slowlog else "-1")
+    r.call("SLOWLOG", "RESET")
     cpu0 = redis_cpu(r)
     t0 = time.perf_counter()
     run(streams)
     wall = time.perf_counter() - t0
     cpu = (redis_cpu(r) - cpu0) / len(picks) * 1e6
     per = {}
-    for m in re.finditer(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+)", r.call("INFO", "commandstats").decode()):
-        if m.group(1).split("|")[0] not in ("echo", "info", "config", "script", "flushall"):
-            per[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    r.call("CONFIG", "SET", "slowlog-log-slower-than", threshold)
+    if slowlog:
+        for entry in r.call("SLOWLOG", "GET", "-1"):
+            name = entry[3][0].decode().lower()
+            if name not in ("echo", "config", "slowlog"):
+                calls, usec = per.get(name, (0, 0))
+                per[name] = (calls + 1, usec + entry[2])
+    else:
+        for m in re.finditer(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+)", r.call("INFO", "commandstats").decode()):
+            if m.group(1).split("|")[0] not in ("echo", "info", "config", "script", "flushall"):
+                per[m.group(1)] = (int(m.group(2)), int(m.group(3)))
     return len(picks), per, cpu, wall
 
 
@@ -608,7 +621,8 @@ def picks_through_epp(redis_port, quick):
                                 f"| {q(local_times, 0.5):.0f} / {q(local_times, 0.99):.0f} | {q(times, 0.5):.0f} / {q(times, 0.99):.0f} "
                                 f"| {fb} |")
                     print(rows[-1], flush=True)
-                    n, rper, rcpu, wall = replay(redis_port, *stream)
+                    n, _, rcpu, wall = replay(redis_port, *stream)
+                    _, rper, _, _ = replay(redis_port, *stream, slowlog=True)
                     rusec = sum(u for _, u in rper.values()) / n
                     rcmds = ", ".join(f"{c} {calls / n:.2f} ({u / max(1, calls):.1f} µs)"
                                       for c, (calls, u) in sorted(rper.items(), key=lambda kv: -kv[1][1]))
@@ -719,9 +733,11 @@ def main():
                   "connection only, top-level commands) and replayed against an emptied Redis — startup and warm-up first, "
                   "then the measured picks dealt round-robin over 4 connections, one write per pick, nobody waiting for "
                   "replies (Redis serving a fleet of replicas flat out, no client or epp on its time). Command µs = "
-                  "`INFO commandstats` usec (the issue's measure); process CPU = `INFO cpu` user+sys (adds reading, "
+                  "time inside the commands (what `INFO commandstats` usec counts, the issue's measure); process CPU = `INFO cpu` user+sys (adds reading, "
                   "parsing and answering); picks/s one core = 10⁶ / process CPU µs; replayed picks/s = what this run "
-                  "reached (Redis CPU busy share in brackets: below 100 % the Python sender was the limit).", "",
+                  "reached (Redis CPU busy share in brackets: below 100 % the Python sender was the limit). Command µs and the "
+                  "commands per pick come from a second replay with SLOWLOG at threshold 0 (top-level commands only: "
+                  "a script's own calls are inside its EVALSHA), CPU and picks/s from the first.", "",
                   "| workload | blocks | concurrent picks | stride | picks | Redis command µs/pick | Redis process CPU µs/pick "
                   "| picks/s one Redis core | replayed picks/s (Redis busy) | commands per pick (mean µs each) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

@@ -238,15 +238,16 @@ struct RedisPrefixIndexTests {
             try await lookupThenRecord(lane, c, [(d, 32)])
             try await Task.sleep(nanoseconds: 2_000_000)   // later requests are more recent
         }
-        // No record script ran: records are plain APPEND/SET/ZADD/HINCRBY. The eviction ran when the 7th and the
-        // 8th request took the pod past 32 blocks (each cut it back below 32 − 32/128 = 32 by one 5-block
-        // request): ZPOPMIN of the least recent segment, its block list read and deleted, then one dropEntries
-        // script call with its block keys.
+        // No script ran: records are plain APPEND/SET/ZADD/HINCRBY, and so is the eviction that ran when the 7th
+        // and the 8th request took the pod past 32 blocks (each cut it back below 32 − 32/128 = 32 by one 5-block
+        // request): ZPOPMIN of the least recent segment, its block list read and deleted, GETDEL of its 5 blocks
+        // (nobody else held them: nothing appended back).
         guard case .string(let stats) = await scripts() else { throw RedisIndexTestFailure("no INFO") }
         let text = String(decoding: stats, as: UTF8.self)
         #expect(text.contains("cmdstat_append:calls=40"))
+        #expect(!text.contains("cmdstat_evalsha"))
         #expect(text.contains("cmdstat_zpopmin:calls=2,"))
-        #expect(text.contains("cmdstat_evalsha:calls=2,"))
+        #expect(text.contains("cmdstat_getdel:calls=10,"))
         // 40 blocks > 32: cut back to 30, the two least recent requests whole.
         #expect(await podCount(lane, d) == .string(Array("30".utf8)))
         #expect(index.metrics.entriesEvicted.current == 10)
@@ -254,6 +255,23 @@ struct RedisPrefixIndexTests {
         #expect(try await lookup(lane, chains[1], [d])?.get() == [0])
         #expect(try await lookup(lane, chains[2], [d])?.get() == [5])
         #expect(try await lookup(lane, chains[7], [d])?.get() == [5])
+        await shutdown()
+    }
+
+    @Test func evictionKeepsTheOtherHoldersOfABlock() async throws {
+        let lane = try await readyLane()
+        let a = Self.pod("a", 1), b = Self.pod("b", 2)
+        let first = Self.chain(41, 4), second = Self.chain(42, 2)
+        try await lookupThenRecord(lane, first, [(a, 4), (b, 100)])
+        try await Task.sleep(nanoseconds: 3_000_000)
+        try await lookupThenRecord(lane, second, [(a, 4)])
+        // a went past 4 blocks: its least recent segment (first) is cut out of the blocks b holds too.
+        #expect(try await lookup(lane, first, [a, b])?.get() == [0, 4])
+        #expect(try await lookup(lane, second, [a])?.get() == [2])
+        #expect(await command(lane, [Array("STRLEN".utf8), blockKey(first[0])]) == .integer(16))
+        #expect(await podCount(lane, a) == .string(Array("2".utf8)))
+        #expect(await podCount(lane, b) == .string(Array("4".utf8)))
+        #expect(index.metrics.entriesEvicted.current == 4)
         await shutdown()
     }
 

@@ -1,21 +1,26 @@
 import EPPRedis
 
-/// Capacity eviction of the Redis prefix index (layout: `RedisPrefixIndex.swift`), mostly plain commands. One
-/// script call evicting everything would be simplest, but every command a Lua script runs costs Redis 4–5× the
-/// same command sent directly (argument and reply conversion: building 256 block keys in Lua alone took ~100 µs
-/// here), and Redis time is what the whole fleet of replicas shares. Runs on the lane's loop, off every request's
-/// path, at most one eviction per lane at a time (a pod still over capacity is cut back after its next record).
+/// Capacity eviction of the Redis prefix index (layout: `RedisPrefixIndex.swift`) with plain commands. A Lua script
+/// would make it one call, but every command a script runs costs Redis several times the same command sent
+/// directly (argument and reply conversion: building 256 block keys in Lua alone took ~100 µs here; a script
+/// cutting entries out of epp-built keys still cost 2.2–2.7 µs per key against ~0.5 µs for `GETDEL`), and Redis
+/// time is what the whole fleet of replicas shares. Runs on the lane's loop, off every request's path, at most
+/// one eviction per lane at a time (a pod still over capacity is cut back after its next record).
 ///
-/// One round of an eviction, three round trips:
+/// One round of an eviction, four round trips:
 /// 1. `ZCARD` + `ZPOPMIN` of the pod's least recent segments, as many as cover the excess at the lane's mean
 ///    segment size. Popping makes them this eviction's alone: a replica evicting the same pod at once pops
 ///    others, so no entry is counted twice. If that emptied the ZSET the newest popped segment goes back (a
 ///    pod keeps its last segment).
 /// 2. `MGET` of the popped segments' block lists, then `DEL` of the segment keys.
-/// 3. `EVALSHA` of `dropEntries` with their block keys (built here): cuts the pod's entries out of each value,
-///    deletes values nobody holds any more and lowers the pod's count — atomically, because other replicas
-///    `APPEND` to the same blocks (a plain read-then-write would lose their entries; guarding it with `WATCH`
-///    costs Redis 7.0 O(keys²): 6.5 ms for ~250 keys in the benchmark).
+/// 3. `GETDEL` of each of their blocks and `HINCRBY` of the pod's count; 4. `APPEND` of what other pods held
+///    back to each block. Why not read, filter, write: another replica may `APPEND` to a block in between, and
+///    a plain write would lose that entry (guarding it with `WATCH` costs Redis 7.0 O(keys²): 6.5 ms per WATCH
+///    of ~250 keys in the benchmark). `GETDEL` takes the value atomically and entries are unordered, so an
+///    entry appended in between stays and ours are appended after it. Between 3 and 4 a lookup sees those
+///    blocks without their other holders (a transient miss); two replicas evicting *different* pods from one
+///    block in the same instant can leave the other pod's entry behind (the second `GETDEL` finds nothing) —
+///    a stale entry that the block's next eviction or `prune` removes.
 /// Rounds repeat while the pod is still over its target (at most 4). A connection lost after step 1 leaves that
 /// round's entries in the block values without a segment: they cost memory until `prune` drops the pod, and its
 /// count stays high, so it is cut back a little early — the bound on Redis memory still holds.
@@ -94,17 +99,29 @@ extension RedisPrefixIndex.Lane {
         }
     }
 
-    /// Step 3: cuts the pod's entries out of `keys` and lowers its count (`RedisPrefixScripts.dropEntries`).
+    /// Step 3: `GETDEL` of every block and `HINCRBY` of the count (one pipeline), then `APPEND` back what other
+    /// pods held (second pipeline).
     private func dropEntries(_ e: Eviction, _ keys: [[UInt8]], removed: Int) {
-        client.evalScript(RedisPrefixScripts.dropEntries, keys: keys + [e.ns + Array(":n".utf8)],
-                          arguments: [e.id, Array(String(removed).utf8)]) { [weak self] result in
+        var commands = keys.map { [Array("GETDEL".utf8), $0] }
+        commands.append([Array("HINCRBY".utf8), e.ns + Array(":n".utf8), e.id, Array(String(-removed).utf8)])
+        client.sendPipeline(commands) { [weak self] result in
             guard let self else { return }
-            guard case .success(.integer) = result else { return self.endEviction(failed: true) }
-            self.metrics.entriesEvicted.increment(by: UInt64(removed))
-            var next = e
-            next.excess -= removed
-            next.round += 1
-            if next.excess > 0 && next.round < Self.maxEvictionRounds { self.popSegments(next) } else { self.endEviction(failed: false) }
+            guard case .success(let r) = result, r.count == keys.count + 1 else { return self.endEviction(failed: true) }
+            var restore: [[[UInt8]]] = []
+            for (key, value) in zip(keys, r) {
+                guard case .string(let v) = value, v.count % RedisPrefixIndex.entryBytes == 0 else { continue }
+                let kept = Self.withoutEntries(of: e.id, v)
+                if !kept.isEmpty { restore.append([Array("APPEND".utf8), key, kept]) }
+            }
+            self.client.sendPipeline(restore) { [weak self] result in
+                guard let self else { return }
+                guard case .success = result else { return self.endEviction(failed: true) }
+                self.metrics.entriesEvicted.increment(by: UInt64(removed))
+                var next = e
+                next.excess -= removed
+                next.round += 1
+                if next.excess > 0 && next.round < Self.maxEvictionRounds { self.popSegments(next) } else { self.endEviction(failed: false) }
+            }
         }
     }
 

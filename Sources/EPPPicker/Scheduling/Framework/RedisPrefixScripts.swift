@@ -207,17 +207,5 @@ enum RedisPrefixScripts {
     return {pods, entries}
     """)
 
-    /// KEYS = block keys, then the namespace's count HASH (`ns:n`); ARGV = pod id, entries removed. The last
-    /// step of an eviction (`RedisPrefixEviction.swift`): cuts the pod's entries out of the blocks of the
-    /// segments it popped and lowers its count, atomically — a plain read-then-write would lose entries other
-    /// replicas append in between, and guarding it with WATCH costs Redis 7.0 O(keys²). Keys come built by epp
-    /// (building them in Lua costs ~0.4 µs apiece here). Returns the block keys changed.
-    static let dropEntries = RedisScript(helpers + """
-    local n = #KEYS - 1
-    local changed = drop_keys(KEYS, n, ARGV[1])
-    redis.call('HINCRBY', KEYS[n + 1], ARGV[1], -tonumber(ARGV[2]))
-    return changed
-    """)
-
-    static let all = [record, prune, dropEntries]
+    static let all = [record, prune]
 }

@@ -18,7 +18,7 @@ extension ApproxPrefixCacheProducer {
         let backend = try params?.string("indexBackend") ?? (redis != nil ? "redis" : "local")
         let prefix = try params?.string("redisKeyPrefix") ?? "epp-prefix:"
         let budget = try params?.duration("lookupBudget") ?? 0.002
-        let stride = try params?.int("redisBlockStride") ?? 1
+        let stride = try params?.int("redisBlockStride") ?? 4
         guard (1...64).contains(stride) else {
             throw PickerConfigError(line: params?.lineOf("redisBlockStride"), "\(name): redisBlockStride must be in 1...64, got \(stride)")
         }

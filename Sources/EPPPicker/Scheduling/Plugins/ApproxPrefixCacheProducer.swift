@@ -11,9 +11,10 @@
 /// The deprecated `blockSize` (characters) without `blockSizeTokens` is an error.
 /// Shared index (`ApproxPrefixCacheProducer+Redis.swift`): `indexBackend` `local` | `redis` (default redis when
 /// `epp --redis-url` is given, else local), `redisKeyPrefix` (namespace, default `epp-prefix:`), `lookupBudget`
-/// (default 2ms: longer ⇒ the local index answers), `redisBlockStride` (default 1: Redis keeps every k-th block's
-/// key and the last, matching to within k − 1 blocks at 1/k of the Redis work). The local index is always
-/// maintained as the fallback.
+/// (default 2ms: longer ⇒ the local index answers), `redisBlockStride` (default 4: Redis keeps every k-th block's
+/// key and the last, matching to within k − 1 blocks at 1/k of the Redis work; 4 keeps Redis within ~20 µs per
+/// pick at 64 blocks, docs/redis-index.md "Cost"; 1 = exact runs). The local index is always maintained as the
+/// fallback.
 /// Auto-created when a plugin needs prefix info and no producer is configured.
 public final class ApproxPrefixCacheProducer: DataProducer {
     public let typeName = "approx-prefix-cache-producer"
