@@ -1,4 +1,5 @@
 import CLinux
+import EPPLock
 import Glibc
 import Synchronization
 
@@ -27,7 +28,7 @@ public final class EventLoop: @unchecked Sendable {
     private var flushList: [Flushable] = []
     private var timers = TimerHeap()
     private var armedDeadline: UInt64 = 0
-    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inbox = Lock<[@Sendable () -> Void]>([])
     private let stopRequested = Atomic<Bool>(false)
     /// Shared scratch buffer for reads on this loop: connections read into it and consume it at once.
     public let readBuffer: UnsafeMutableRawBufferPointer
