@@ -160,6 +160,21 @@ public final class EventLoop: @unchecked Sendable {
         _ = write(wakeFd, &one, 8)
     }
 
+    /// Drops every handler, timer, hook and queued task, so the objects they hold (which mostly hold this
+    /// loop back) can deinitialise before the process exits. Call only once `run()` has returned, from the
+    /// thread that joined the loop's thread; the loop must not run again. Registered fds are not closed
+    /// (their owners close them in deinit or at exit).
+    public func releaseAfterStop() {
+        precondition(stopRequested.load(ordering: .acquiring), "releaseAfterStop() on a loop that was not stopped")
+        handlers.removeAll()
+        registeredFds = 0
+        flushList.removeAll()
+        timers = TimerHeap()
+        beforeFlushHooks.removeAll()
+        deferred.removeAll()
+        inbox.withLock { $0.removeAll() }
+    }
+
     private func drainInbox() {
         var buf: UInt64 = 0
         _ = read(wakeFd, &buf, 8)

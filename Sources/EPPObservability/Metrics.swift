@@ -145,6 +145,10 @@ public final class MetricsRegistry: Sendable {
     /// A hook run before each rendering (e.g. to refresh gauges computed from other state).
     public func addCollector(_ f: @escaping @Sendable () -> Void) { collectors.withLock { $0.append(f) } }
 
+    /// Drops every collector. Collectors capture the state they read, which often holds this registry back
+    /// (e.g. `PickerMetrics`); at shutdown this breaks those cycles. Later renders skip the refresh.
+    public func removeCollectors() { collectors.withLock { $0.removeAll() } }
+
     public func render() -> String {
         for c in collectors.withLock({ $0 }) { c() }
         var out = ""

@@ -177,6 +177,7 @@ public final class MetricsScraper: @unchecked Sendable {
         setUp()
         eventLoop.run()
         tearDown()
+        eventLoop.releaseAfterStop()
     }
 
     // MARK: setup / teardown (scraper thread)

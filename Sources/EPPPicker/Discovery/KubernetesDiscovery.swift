@@ -113,6 +113,7 @@ public final class KubernetesDiscovery: @unchecked Sendable {
         poolReflector = nil
         client?.shutdown()
         client = nil
+        eventLoop.releaseAfterStop()
     }
 
     private func setUp() {
