@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "EPPHTTP2", targets: ["EPPHTTP2"]),
         .library(name: "EPPEventLoop", targets: ["EPPEventLoop"]),
         .library(name: "EPPRedis", targets: ["EPPRedis"]),
+        // For the Lock evidence under Tests/LockProof.
+        .library(name: "EPPLock", targets: ["EPPLock"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
