@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 // EndpointPicker: an Envoy ext_proc endpoint picker for LLM inference gateways.
 // Layout mirrors the architecture, bottom to top:
-//   C shims (CLinux, CNghttp2, COpenSSL, CHiredis, CCurl)
+//   C shims (CLinux, CNghttp2, COpenSSL, CHiredis, CCurl; CSanitizerHooks is compiled: TSan annotations)
+//   EPPLock       – the package's mutex: Synchronization.Mutex that ThreadSanitizer can see
 //   EPPEventLoop  – epoll reactor, timers, cross-thread wake-ups, sockets
 //   EPPHTTP2      – HTTP/2 server connections on libnghttp2, TLS on OpenSSL
 //   EPPGRPC       – gRPC framing, status, service routing on top of HTTP/2 streams
@@ -28,6 +29,8 @@ let package = Package(
         .library(name: "EPPHTTP2", targets: ["EPPHTTP2"]),
         .library(name: "EPPEventLoop", targets: ["EPPEventLoop"]),
         .library(name: "EPPRedis", targets: ["EPPRedis"]),
+        // For the Lock evidence under Tests/LockProof.
+        .library(name: "EPPLock", targets: ["EPPLock"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,27 +47,31 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
+        // Compiled C: ThreadSanitizer annotations, live only in --sanitize=thread builds.
+        .target(name: "CSanitizerHooks"),
+        // Lock: the package's mutex (Synchronization.Mutex plus TSan annotations).
+        .target(name: "EPPLock", dependencies: ["CSanitizerHooks"]),
 
-        .target(name: "EPPEventLoop", dependencies: ["CLinux", .product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "EPPEventLoop", dependencies: ["CLinux", "EPPLock", .product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPHTTP2", dependencies: ["EPPEventLoop", "CNghttp2", "COpenSSL", "CLinux"]),
         .target(name: "EPPProtobuf"),
-        .target(name: "EPPObservability", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "EPPObservability", dependencies: ["EPPLock", .product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "EPPGRPC", dependencies: ["EPPHTTP2", "EPPEventLoop", "CNghttp2"]),
         .target(name: "EPPRedis", dependencies: ["EPPEventLoop", "CHiredis", "CLinux", "EPPObservability",
                                                  .product(name: "Logging", package: "swift-log")]),
         .target(name: "EPPPicker", dependencies: [
-            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "EPPRedis", "CLinux", "CCurl",
+            "EPPProtobuf", "EPPEventLoop", "EPPObservability", "EPPRedis", "CLinux", "CCurl", "EPPLock",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "EPPServer", dependencies: [
-            "EPPPicker", "EPPGRPC", "EPPHTTP2", "EPPEventLoop", "EPPProtobuf", "EPPObservability", "CLinux",
+            "EPPPicker", "EPPGRPC", "EPPHTTP2", "EPPEventLoop", "EPPProtobuf", "EPPObservability", "CLinux", "EPPLock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "EPPApp", dependencies: [
-            "EPPServer", "EPPPicker", "EPPEventLoop", "EPPObservability", "EPPRedis",
+            "EPPServer", "EPPPicker", "EPPEventLoop", "EPPObservability", "EPPRedis", "EPPLock",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -72,6 +79,7 @@ let package = Package(
 
         // Test tools: model-server simulator and load generator (HTTP/1.1, streaming).
         .target(name: "EPPSim", dependencies: [
+            "EPPLock",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -79,6 +87,7 @@ let package = Package(
             "EPPSim", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "EPPLoad", dependencies: [
+            "EPPLock",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .executableTarget(name: "epp-load", dependencies: [

@@ -101,6 +101,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="CI size: 1 minute at 100/s")
     ap.add_argument("--servers", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2, help="epp event loops")
+    ap.add_argument("--envoy-workers", type=int, default=1,
+                    help="Envoy worker threads; each opens its own ext_proc connection, and epp's kernel-balanced "
+                         "listeners may put them on different loops (with 1 every stream is on one loop)")
     ap.add_argument("--rss-growth-pct", type=float, default=10.0)
     ap.add_argument("--json", help="write samples and verdict here")
     args = ap.parse_args()
@@ -120,7 +123,7 @@ def main():
     for p in ports:
         harness.wait_port(p, 60)
     epp = harness.start_epp(ports, workers=args.workers)
-    envoy = harness.start_envoy(epp.grpc_port)
+    envoy = harness.start_envoy(epp.grpc_port, concurrency=args.envoy_workers)
     report_path = tempfile.NamedTemporaryFile(prefix="soak-load-", suffix=".json", delete=False).name
     load_avg_start = os.getloadavg()
     sampler = Sampler(epp.proc.pid, epp.metrics_port, every)
@@ -185,7 +188,8 @@ def main():
     if rc != 0:
         failures.append(f"epp exited {rc}")
 
-    print(f"\nsoak: {args.minutes:g} min at {args.rate:g}/s SSE through Envoy, epp {epp_bin} ({args.workers} loops), "
+    print(f"\nsoak: {args.minutes:g} min at {args.rate:g}/s SSE through Envoy ({args.envoy_workers} worker(s)), "
+          f"epp {epp_bin} ({args.workers} loops), "
           f"commit {git_commit()}")
     print(f"requests {rep['requests']}, succeeded {rep['succeeded']}, failed {rep['errors']}, "
           f"achieved {rep['requests_per_second']:.1f}/s, load average {load_avg_start[0]:.2f} → {load_avg_end[0]:.2f}, "
@@ -195,6 +199,8 @@ def main():
     print(f"{'open fds':24} {start['fds']:>10.0f} {end['fds']:>10.0f}")
     for k in keys:
         print(f"{f'loop {k[0]} {k[1]}':24} {start[k]:>10.0f} {end[k]:>10.0f}")
+    stream_peaks = {k[0]: max(s["queues"].get(k, 0) for s in samples) for k in keys if k[1] == "streams"}
+    print(f"peak open streams per loop (loops that served ext_proc): {stream_peaks}")
     print(f"Envoy counters (non-zero): {envoy_view or 'none'}")
     print(f"after the load, idle: RSS {after_idle['rss_kib']} KiB, fds {after_idle['fds']}; "
           f"sanitizer report lines: {len(reports)}; epp exit {rc}")

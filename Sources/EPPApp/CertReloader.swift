@@ -3,7 +3,7 @@ import EPPObservability
 import EPPPicker
 import EPPServer
 import Logging
-import Synchronization
+import EPPLock
 
 /// `--enable-cert-reload`: rebuilds the TLS context from `tls.crt`/`tls.key` (and the client CA) when they change
 /// and hands the new immutable context to every loop for new handshakes; connections already established keep
@@ -16,14 +16,14 @@ final class CertReloader: Sendable {
     private let logger: Logger
     private let results: Family<Counter>
     /// Serialises reloads (watchers and SIGHUP may race) and remembers the serving serial for the log.
-    private let current: Mutex<String>
+    private let current: Lock<String>
 
     init(certPath: String, clientCAFile: String?, server: PickerServer, registry: MetricsRegistry, logger: Logger) {
         self.certPath = certPath
         self.clientCAFile = clientCAFile
         self.server = server
         self.logger = logger
-        current = Mutex(server.initialTLS?.certificateSerial ?? "")
+        current = Lock(server.initialTLS?.certificateSerial ?? "")
         results = registry.counter("epp_tls_certificate_reloads_total",
                                    "TLS certificate reloads by result (success, error).", labels: ["result"])
         _ = results.labels("success")

@@ -1,7 +1,7 @@
 import EPPObservability
 import EPPPicker
 import Logging
-import Synchronization
+import EPPLock
 
 /// Hot reload of the EndpointPickerConfig file: the new file is parsed and validated off the request path
 /// and swapped in atomically between requests; an invalid file keeps the old config, is logged and counted.
@@ -10,7 +10,7 @@ final class ConfigReloader: Sendable {
     private let holder: ConfigHolder
     private let logger: Logger
     private let results: Family<Counter>
-    private let serial = Mutex(0)
+    private let serial = Lock(0)
     /// The environment of the first config (same prefix indexes, local and Redis).
     private let environment: PluginEnvironment
 

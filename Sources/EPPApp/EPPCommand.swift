@@ -280,6 +280,7 @@ public struct EPPCommand: ParsableCommand {
             server.stop()
             redisIndex?.close()
             pluginEnvironment.precise.close()
+            metrics.registry.removeCollectors()   // they hold PickerMetrics, which holds the registry
             log.info("stopped")
             return
         }

@@ -1,4 +1,5 @@
 import CLinux
+import EPPLock
 import Glibc
 import Synchronization
 
@@ -27,7 +28,7 @@ public final class EventLoop: @unchecked Sendable {
     private var flushList: [Flushable] = []
     private var timers = TimerHeap()
     private var armedDeadline: UInt64 = 0
-    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inbox = Lock<[@Sendable () -> Void]>([])
     private let stopRequested = Atomic<Bool>(false)
     /// Shared scratch buffer for reads on this loop: connections read into it and consume it at once.
     public let readBuffer: UnsafeMutableRawBufferPointer
@@ -157,6 +158,21 @@ public final class EventLoop: @unchecked Sendable {
         stopRequested.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFd, &one, 8)
+    }
+
+    /// Drops every handler, timer, hook and queued task, so the objects they hold (which mostly hold this
+    /// loop back) can deinitialise before the process exits. Call only once `run()` has returned, from the
+    /// thread that joined the loop's thread; the loop must not run again. Registered fds are not closed
+    /// (their owners close them in deinit or at exit).
+    public func releaseAfterStop() {
+        precondition(stopRequested.load(ordering: .acquiring), "releaseAfterStop() on a loop that was not stopped")
+        handlers.removeAll()
+        registeredFds = 0
+        flushList.removeAll()
+        timers = TimerHeap()
+        beforeFlushHooks.removeAll()
+        deferred.removeAll()
+        inbox.withLock { $0.removeAll() }
     }
 
     private func drainInbox() {

@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-import Synchronization
+import EPPLock
 
 /// Outcome of one request.
 public struct RequestResult: Sendable {
@@ -45,8 +45,8 @@ public final class LoadRunner: Sendable {
         var done = 0
         var errors = 0
     }
-    let state = Mutex(Progress())
-    let collected = Mutex<[RequestResult]>([])
+    let state = Lock(Progress())
+    let collected = Lock<[RequestResult]>([])
 
     /// - Parameter progress: print a progress line on stderr (only if stderr is a TTY).
     public init(config: LoadConfig, progress: Bool = true) {

@@ -1,5 +1,5 @@
 import Atomics
-import Synchronization
+import EPPLock
 
 /// A monotonically increasing counter (lock-free).
 public final class Counter: Sendable {
@@ -79,8 +79,8 @@ public final class Family<Metric: Sendable>: Sendable {
     public let kind: MetricKind
     public let labelNames: [String]
     private let make: @Sendable () -> Metric
-    private let children = Mutex<[[String]: Metric]>([:])
-    private let order = Mutex<[[String]]>([])
+    private let children = Lock<[[String]: Metric]>([:])
+    private let order = Lock<[[String]]>([])
 
     init(name: String, help: String, kind: MetricKind, labelNames: [String], make: @escaping @Sendable () -> Metric) {
         self.name = name
@@ -116,11 +116,11 @@ public final class Family<Metric: Sendable>: Sendable {
 
 /// All metric families of the process, rendered in the Prometheus text format (version 0.0.4).
 public final class MetricsRegistry: Sendable {
-    private let counters = Mutex<[Family<Counter>]>([])
-    private let gauges = Mutex<[Family<Gauge>]>([])
-    private let histograms = Mutex<[Family<Histogram>]>([])
-    private let collectors = Mutex<[@Sendable () -> Void]>([])
-    private let order = Mutex<[(MetricKind, Int)]>([])
+    private let counters = Lock<[Family<Counter>]>([])
+    private let gauges = Lock<[Family<Gauge>]>([])
+    private let histograms = Lock<[Family<Histogram>]>([])
+    private let collectors = Lock<[@Sendable () -> Void]>([])
+    private let order = Lock<[(MetricKind, Int)]>([])
 
     public init() {}
 
@@ -144,6 +144,10 @@ public final class MetricsRegistry: Sendable {
 
     /// A hook run before each rendering (e.g. to refresh gauges computed from other state).
     public func addCollector(_ f: @escaping @Sendable () -> Void) { collectors.withLock { $0.append(f) } }
+
+    /// Drops every collector. Collectors capture the state they read, which often holds this registry back
+    /// (e.g. `PickerMetrics`); at shutdown this breaks those cycles. Later renders skip the refresh.
+    public func removeCollectors() { collectors.withLock { $0.removeAll() } }
 
     public func render() -> String {
         for c in collectors.withLock({ $0 }) { c() }

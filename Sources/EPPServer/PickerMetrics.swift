@@ -2,7 +2,7 @@ import EPPEventLoop
 import EPPObservability
 import EPPPicker
 import Glibc
-import Synchronization
+import EPPLock
 
 /// The picker's metric families: the reference's (`inference_objective_*`, `inference_pool_*`,
 /// `inference_extension_*`; names, labels and buckets as the reference's metrics package) and our own `epp_*`.
@@ -206,7 +206,7 @@ private final class PoolGaugeCollector: Sendable {
     let datastore: Datastore
     let config: ConfigHolder?
     let stalenessNanos: UInt64
-    private let perPodNames = Mutex<Set<String>>([])
+    private let perPodNames = Lock<Set<String>>([])
 
     init(metrics: PickerMetrics, datastore: Datastore, config: ConfigHolder?, stalenessNanos: UInt64) {
         self.metrics = metrics

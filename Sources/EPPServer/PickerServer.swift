@@ -229,6 +229,13 @@ public final class PickerServer: @unchecked Sendable {
     public func stop() {
         group.stop()
         group.join()
+        // The loop threads are gone; drop the cycles they kept alive so everything deinitialises before exit:
+        // loop → handlers/timers → contexts → loop, and context → listener/connection → service → route → context.
+        for loop in group.loops { loop.releaseAfterStop() }
+        for ctx in contexts {
+            ctx.listeners.removeAll()
+            ctx.connections.removeAll()
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import EPPLock
 
 /// Errors of the simulated engine, mapped to vLLM-style HTTP errors.
 public struct SimError: Error, Sendable, CustomStringConvertible {
@@ -109,7 +109,7 @@ public final class ServerState: Sendable {
         var queue = Histogram(bounds: [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60])
     }
 
-    let core: Mutex<Core>
+    let core: Lock<Core>
 
     public init(index: Int, config: SimulatorConfig, port: Int) {
         self.index = index
@@ -117,7 +117,7 @@ public final class ServerState: Sendable {
         self.latency = config.effectiveLatency
         self.podName = config.podName(index: index)
         self.startedAt = Int(Date().timeIntervalSince1970)
-        core = Mutex(Core(
+        core = Lock(Core(
             port: port,
             cache: KVCache(capacity: config.kvBlocks, blockSize: config.blockSize),
             rng: SplitMix64(seed: config.seed &+ UInt64(index) &* 0x9E37_79B9)))
@@ -294,7 +294,7 @@ public final class ServerState: Sendable {
 final class Lease: Sendable {
     let state: ServerState
     let hashes: [UInt64]
-    let done = Mutex(false)
+    let done = Lock(false)
     init(state: ServerState, hashes: [UInt64]) {
         self.state = state
         self.hashes = hashes

@@ -137,7 +137,8 @@ def start_epp(endpoint_ports, extra_args=(), secure=False, workers=1, env=None):
     return p
 
 
-def start_envoy(epp_port, listener_port=None, admin_port=None):
+def start_envoy(epp_port, listener_port=None, admin_port=None, concurrency=1):
+    """Envoy with the shipped config. Each worker (`concurrency`) opens its own ext_proc connection to epp."""
     listener_port = listener_port or free_port()
     admin_port = admin_port or free_port()
     with open(ENVOY_CONFIG) as f:
@@ -148,7 +149,8 @@ def start_envoy(epp_port, listener_port=None, admin_port=None):
     path = tempfile.NamedTemporaryFile(prefix="envoy-", suffix=".yaml", delete=False).name
     with open(path, "w") as f:
         f.write(cfg)
-    p = Process(["envoy", "-c", path, "--concurrency", "1", "-l", "warning", "--base-id", str(admin_port)], "envoy")
+    p = Process(["envoy", "-c", path, "--concurrency", str(concurrency), "-l", "warning", "--base-id", str(admin_port)],
+                "envoy")
     try:
         wait_port(listener_port, timeout=60)
         wait_port(admin_port, timeout=60)

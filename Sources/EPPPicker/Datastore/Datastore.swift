@@ -1,5 +1,5 @@
 import Atomics
-import Synchronization
+import EPPLock
 
 /// A model-server endpoint known to the picker. Identity is (name, ip:port); the object survives reloads
 /// of the endpoint set so in-flight counters stay accurate. Shared by all loops: immutable apart from
@@ -17,7 +17,7 @@ public final class Endpoint: Sendable {
     let prefixIndexSlot = ManagedAtomic<UInt64>(0)
 
     /// Latest scrape result (written by the metrics scraper's loop, read lock-free-ish on the request path).
-    private let scraped = Mutex<ScrapedMetrics?>(nil)
+    private let scraped = Lock<ScrapedMetrics?>(nil)
     /// Bumped on every metrics update of any endpoint of the same datastore, so request loops can reuse
     /// what they read until something changes (`Datastore.metricsGeneration`).
     private let generation: ManagedAtomic<Int>
@@ -91,7 +91,7 @@ public final class EndpointSnapshot: Sendable {
 
 /// The set of endpoints, swapped atomically when discovery changes it. Thread-safe.
 public final class Datastore: Sendable {
-    private let current: Mutex<EndpointSnapshot>
+    private let current: Lock<EndpointSnapshot>
     private let loaded = ManagedAtomic<Bool>(false)
     /// Changes whenever any endpoint's metrics change (see `Endpoint.updateMetrics`).
     private let generation = ManagedAtomic<Int>(0)
@@ -100,7 +100,7 @@ public final class Datastore: Sendable {
     public var metricsGeneration: Int { generation.load(ordering: .acquiring) }
 
     public init() {
-        current = Mutex(EndpointSnapshot(endpoints: [], version: 0))
+        current = Lock(EndpointSnapshot(endpoints: [], version: 0))
     }
 
     /// The current set (cheap: one lock, one retain).

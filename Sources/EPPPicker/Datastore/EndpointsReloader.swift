@@ -7,7 +7,7 @@
 import EPPEventLoop
 import EPPObservability
 import Logging
-import Synchronization
+import EPPLock
 
 public final class EndpointsReloader: Sendable {
     /// What one reload did.
@@ -35,8 +35,8 @@ public final class EndpointsReloader: Sendable {
     private let onApplied: (@Sendable (EndpointSnapshot) -> Void)?
     private let results: Family<Counter>?
     private let skippedEntries: Counter?
-    private let serial = Mutex<Int>(0)   // reloads so far; serialises reloads from SIGHUP and the watcher
-    private let watcher = Mutex<FileWatcher?>(nil)
+    private let serial = Lock<Int>(0)   // reloads so far; serialises reloads from SIGHUP and the watcher
+    private let watcher = Lock<FileWatcher?>(nil)
 
     /// - Parameter onApplied: called (on the reloading thread) after a new set was applied, e.g. to update readiness.
     public init(path: String, datastore: Datastore, registry: MetricsRegistry? = nil,

@@ -19,7 +19,7 @@ import EPPEventLoop
 import EPPObservability
 import Glibc
 import Logging
-import Synchronization
+import EPPLock
 
 public final class MetricsScraper: @unchecked Sendable {
     public struct Options: Sendable {
@@ -79,7 +79,7 @@ public final class MetricsScraper: @unchecked Sendable {
     private let targetStates: Family<Gauge>?
 
     // Lifecycle (any thread).
-    private let lifecycle = Mutex<LifecycleState>(.idle)
+    private let lifecycle = Lock<LifecycleState>(.idle)
     private enum LifecycleState { case idle, running(pthread_t), stopped }
 
     // Loop-confined state.
@@ -177,6 +177,7 @@ public final class MetricsScraper: @unchecked Sendable {
         setUp()
         eventLoop.run()
         tearDown()
+        eventLoop.releaseAfterStop()
     }
 
     // MARK: setup / teardown (scraper thread)

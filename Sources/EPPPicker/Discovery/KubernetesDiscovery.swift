@@ -11,7 +11,7 @@ import EPPEventLoop
 import EPPObservability
 import Glibc
 import Logging
-import Synchronization
+import EPPLock
 
 public final class KubernetesDiscovery: @unchecked Sendable {
     public enum Source: Sendable, Equatable {
@@ -41,7 +41,7 @@ public final class KubernetesDiscovery: @unchecked Sendable {
     private let onApplied: (@Sendable (EndpointSnapshot) -> Void)?
     private let metrics: KubernetesReflectorMetrics
     private let applies: Counter?
-    private let lifecycle = Mutex<LifecycleState>(.idle)
+    private let lifecycle = Lock<LifecycleState>(.idle)
     private enum LifecycleState { case idle, running(pthread_t), stopped }
 
     // Loop-confined.
@@ -113,6 +113,7 @@ public final class KubernetesDiscovery: @unchecked Sendable {
         poolReflector = nil
         client?.shutdown()
         client = nil
+        eventLoop.releaseAfterStop()
     }
 
     private func setUp() {

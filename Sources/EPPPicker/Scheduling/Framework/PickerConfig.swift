@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
+import EPPLock
 import Yams
 
 /// A loaded, validated `EndpointPickerConfig` (scheduling.md §3): immutable, shared by every loop's
@@ -376,10 +376,10 @@ public final class PickerConfig: Sendable {
 /// The current config, swapped atomically between requests (hot reload). Schedulers read it once per
 /// request.
 public final class ConfigHolder: Sendable {
-    private let current: Mutex<PickerConfig>
-    private let generationCounter = Mutex(0)
+    private let current: Lock<PickerConfig>
+    private let generationCounter = Lock(0)
 
-    public init(_ config: PickerConfig) { current = Mutex(config) }
+    public init(_ config: PickerConfig) { current = Lock(config) }
 
     public var config: PickerConfig { current.withLock { $0 } }
 

@@ -1,4 +1,4 @@
-import Synchronization
+import EPPLock
 
 /// Process-wide resources plugins are built with. The prefix index outlives config reloads: reloading
 /// a config with the same environment keeps what the index learned.
@@ -25,9 +25,9 @@ public typealias PluginFactory = @Sendable (_ name: String, _ params: ConfigRead
 
 /// Plugin factories keyed by the reference's type names (scheduling.md §2).
 public final class PluginRegistry: Sendable {
-    private let factories: Mutex<[String: PluginFactory]>
+    private let factories: Lock<[String: PluginFactory]>
 
-    public init() { factories = Mutex([:]) }
+    public init() { factories = Lock([:]) }
 
     public func register(_ type: String, _ factory: @escaping PluginFactory) {
         factories.withLock { $0[type] = factory }

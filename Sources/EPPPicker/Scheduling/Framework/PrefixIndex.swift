@@ -1,5 +1,5 @@
 import Atomics
-import Synchronization
+import EPPLock
 
 // The approximate prefix index (kv-index.md §1): block-hash chain over the request's prefix-hash input,
 // `hashToPods` + a per-endpoint LRU of hashes, longest-chain match counting.
@@ -97,7 +97,7 @@ public final class LocalPrefixIndex: PrefixIndex {
     }
 
     final class Shard: Sendable {
-        let map = Mutex(UInt64Map<PodList>())
+        let map = Lock(UInt64Map<PodList>())
     }
 
     /// LRU of one endpoint's hashes: slots in arrays, doubly linked (head = most recent).
@@ -156,7 +156,7 @@ public final class LocalPrefixIndex: PrefixIndex {
     final class Server: Sendable {
         let id: Int32
         let name: String
-        let lru = Mutex(HashLRU())
+        let lru = Lock(HashLRU())
         init(id: Int32, name: String) { self.id = id; self.name = name }
     }
 
@@ -168,7 +168,7 @@ public final class LocalPrefixIndex: PrefixIndex {
 
     private static let shardCount = 64
     private let shards: [Shard]
-    private let servers = Mutex(Servers())
+    private let servers = Lock(Servers())
 
     /// Endpoint → server id is cached in the endpoint itself (`Endpoint.prefixIndexSlot` =
     /// `epoch << 24 | (id + 1)`, id −1 = never recorded), valid while it carries this index's current

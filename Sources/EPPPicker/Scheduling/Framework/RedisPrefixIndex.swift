@@ -2,7 +2,7 @@ import EPPEventLoop
 import EPPObservability
 import EPPRedis
 import Glibc
-import Synchronization
+import EPPLock
 
 /// The approximate prefix index (kv-index.md §1) shared through Redis, so several `epp` replicas route a
 /// prefix to the same pod. It is asynchronous (a round trip per lookup), so it does not conform to the
@@ -54,9 +54,9 @@ public final class RedisPrefixIndex: Sendable {
     public let metrics: RedisPrefixIndexMetrics
     let clientMetrics: RedisClientMetrics
     let options: Options
-    private let lanes = Mutex<[ObjectIdentifier: Lane]>([:])
+    private let lanes = Lock<[ObjectIdentifier: Lane]>([:])
     /// The keep-set of the last prune, so the schedulers of all loops prune a discovery change only once.
-    private let lastPrune = Mutex<Set<String>?>(nil)
+    private let lastPrune = Lock<Set<String>?>(nil)
 
     public init(url: RedisURL, registry: MetricsRegistry, options: Options = Options()) {
         self.url = url

@@ -1,4 +1,4 @@
-import Synchronization
+import EPPLock
 
 /// `no-hit-lru-scorer` — spreads cold requests (no endpoint has a prefix match) over the endpoints used
 /// least recently. Warm request (any candidate has matchBlocks > 0) ⇒ 0.5 for all. Cold: N candidates;
@@ -15,7 +15,7 @@ public final class NoHitLRUScorer: SchedulingScorer, PreRequestPlugin, ConsumesP
         var tick: UInt64 = 0
         var lastUse: [String: UInt64] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     public init(name: String = "no-hit-lru-scorer", params: ConfigReader? = nil) throws(PickerConfigError) {
         self.name = name

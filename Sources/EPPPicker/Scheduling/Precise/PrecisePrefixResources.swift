@@ -1,7 +1,7 @@
 import EPPEventLoop
 import EPPObservability
 import EPPRedis
-import Synchronization
+import EPPLock
 
 /// Process-wide home of the precise scorers' per-loop I/O (`PluginEnvironment.precise`), so connections and
 /// the token cache outlive config reloads. Each request loop gets one `PrecisePrefixLane`, created on that
@@ -9,7 +9,7 @@ import Synchronization
 public final class PrecisePrefixResources: Sendable {
     public let metrics: PrecisePrefixMetrics
     let redisClientMetrics: RedisClientMetrics
-    private let lanes = Mutex<[ObjectIdentifier: PrecisePrefixLane]>([:])
+    private let lanes = Lock<[ObjectIdentifier: PrecisePrefixLane]>([:])
 
     public init(registry: MetricsRegistry = MetricsRegistry()) {
         metrics = PrecisePrefixMetrics(registry: registry)
