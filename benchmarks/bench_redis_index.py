@@ -535,7 +535,7 @@ def replay(port, setup, measured, connections=4, slowlog=False):
     return len(picks), per, cpu, wall
 
 
-def picks_through_epp(redis_port, quick):
+def picks_through_epp(redis_port, quick, only=None):
     """Sequential picks (concurrency 1) through a release epp with --redis-url, per workload and
     redisBlockStride: Redis CPU and top-level command time per pick (lookups and records together), epp's own
     lookup round trip (the time a request is parked: what Redis adds), and the client-side pick latency
@@ -615,6 +615,8 @@ def picks_through_epp(redis_port, quick):
 
     try:
         for workload, blocks in WORKLOADS.items():
+            if only and workload != only:
+                continue
             for concurrency in ((1, 16) if workload == "conversation turns" else (1,)):
                 local_times = run(workload, blocks, [], concurrency)[0]
                 for stride in (1, 4):
@@ -697,6 +699,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="CI-sized run")
     ap.add_argument("--picks-only", action="store_true", help="only part 2 (picks through epp per workload and stride)")
+    ap.add_argument("--only", choices=list(WORKLOADS), help="with --picks-only: just this workload")
     ap.add_argument("--realtime", action="store_true",
                     help="run Redis, epp and this client under SCHED_FIFO (root): what the index adds without the neighbours' load")
     args = ap.parse_args()
@@ -741,7 +744,7 @@ def main():
                       "| held | MGET 64 keys µs | MGET held keys only µs | Lua GET loop with early stop µs | µs per key past the end |",
                       "|---|---|---|---|---|"]
             lines += early_stop_cost(redis.port, iterations)
-        rows, replays = picks_through_epp(redis.port, args.quick)
+        rows, replays = picks_through_epp(redis.port, args.quick, args.only)
         lines += rows
         lines += ["", "Redis cost per pick at saturation: each row's epp command stream above, captured with MONITOR (epp's "
                   "connection only, top-level commands) and replayed against an emptied Redis — startup and warm-up first, "
@@ -771,9 +774,10 @@ def main():
     print("\n".join(lines))
     if not args.quick:
         append_results("Redis prefix index (loopback redis-server 7.0, one epp worker, release build)"
-                       + (", picks only" if args.picks_only else "") + (", realtime" if REALTIME else ""), lines,
+                       + (", picks only" if args.picks_only else "") + (f", {args.only}" if args.only else "")
+                       + (", realtime" if REALTIME else ""), lines,
                        "python3 benchmarks/bench_redis_index.py" + (" --picks-only" if args.picks_only else "")
-                       + (" --realtime" if REALTIME else ""))
+                       + (f" --only '{args.only}'" if args.only else "") + (" --realtime" if REALTIME else ""))
 
 
 if __name__ == "__main__":
