@@ -296,6 +296,20 @@ def early_stop_cost(port, iterations):
     return rows
 
 
+def ping_floor(port, n=3000, gap=0.0015):
+    """The machine's floor for any loopback round trip to Redis: PING from this process, one every `gap` seconds
+    (the picks' cadence, so both ends wake from idle each time). Returns (p50, p99) µs."""
+    r = Resp(port)
+    rtts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r.call("PING")
+        rtts.append(time.perf_counter() - t0)
+        time.sleep(gap)
+    rtts.sort()
+    return rtts[n // 2] * 1e6, rtts[int(n * 0.99)] * 1e6
+
+
 def histogram_quantile(metrics_port, name, q):
     """Upper bucket bound holding quantile q of a Prometheus histogram on epp's /metrics (since start)."""
     after = histogram_buckets(metrics_port, name)
@@ -744,6 +758,7 @@ def main():
                       "| held | MGET 64 keys µs | MGET held keys only µs | Lua GET loop with early stop µs | µs per key past the end |",
                       "|---|---|---|---|---|"]
             lines += early_stop_cost(redis.port, iterations)
+        floor = ping_floor(redis.port, 300 if args.quick else 3000)
         rows, replays = picks_through_epp(redis.port, args.quick, args.only)
         lines += rows
         lines += ["", "Redis cost per pick at saturation: each row's epp command stream above, captured with MONITOR (epp's "
@@ -767,6 +782,8 @@ def main():
                   "machine shared with other builds; redis-server and the picks' epp "
                   + (("ran under SCHED_FIFO with this client (--realtime)" if REALTIME else "ran at nice -10") if reniced
                      else "could not be reniced (not root)")
+                  + f". The machine's floor for a loopback round trip at the picks' cadence (PING from this client every "
+                  f"1.5 ms): p50 {floor[0]:.0f} / p99 {floor[1]:.0f} µs"
                   + ". usec_per_call and SLOWLOG times are wall time inside Redis (include preemption), "
                   "server CPU is `INFO cpu` time (includes reading and answering each command)."]
     finally:

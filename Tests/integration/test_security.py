@@ -309,8 +309,9 @@ def test_client_sent_destination_header_is_overwritten(gateway, values):
 def test_failure_mode_allow_would_let_the_client_pick_the_destination():
     """Why the shipped config keeps failure_mode_allow: false. With the picker unreachable, fail-closed Envoy answers
     503 (status_on_error). Fail-open Envoy 1.40 skips ext_proc for a request without body, and ORIGINAL_DST then routes on the client's
-    own header to any ip:port it names; a request with a body still gets the 503 in FULL_DUPLEX_STREAMED (so fail-open
-    buys no availability for LLM requests, only the bypass)."""
+    own header to any ip:port it names. A request with a body mostly gets the 503 in FULL_DUPLEX_STREAMED, but not
+    always: depending on when the stream's failure lands it too goes to the client's server (seen in one full run).
+    Either way fail-open buys no availability for LLM requests, only the bypass."""
     evil = RecordingBackend()
     nobody = free_port()   # no picker listening
     closed_gw = start_envoy(nobody)
@@ -321,11 +322,13 @@ def test_failure_mode_allow_would_let_the_client_pick_the_destination():
             assert post(closed_gw.listener_port, body, spoof)[0] == 503   # shipped config: status_on_error 503
         with evil.lock:
             assert evil.requests == []
-        assert post(open_gw.listener_port, b'{"model":"m","prompt":"x"}', spoof)[0] == 503
+        status, data = post(open_gw.listener_port, b'{"model":"m","prompt":"x"}', spoof)
+        assert status == 503 or (status == 200 and json.loads(data)["backend"] == evil.port), (status, data)
+        body_bypassed = status == 200
         status, data = post(open_gw.listener_port, b"", spoof)
         assert status == 200 and json.loads(data)["backend"] == evil.port   # the client chose the server
         with evil.lock:
-            assert len(evil.requests) == 1
+            assert len(evil.requests) == 1 + body_bypassed
     finally:
         closed_gw.stop()
         open_gw.stop()
