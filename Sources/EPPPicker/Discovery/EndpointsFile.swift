@@ -185,7 +185,7 @@ public enum EndpointsFile {
         do {
             return try Yams.compose(yaml: source)
         } catch {
-            throw EndpointsFileError(problems: [fileProblem("not valid YAML/JSON: \(error)")])
+            throw EndpointsFileError(problems: [fileProblem("not valid YAML/JSON: \(YAMLErrorText.describe(error).message)")])
         }
     }
 

@@ -54,7 +54,10 @@ public final class ConfigReader {
     /// A reader over a YAML text (tests, `--config-text`-style snippets).
     public convenience init(yaml: String, context: String) throws(PickerConfigError) {
         let node: Node?
-        do { node = try Yams.compose(yaml: yaml) } catch { throw PickerConfigError(line: nil, "invalid YAML: \(error)") }
+        do { node = try Yams.compose(yaml: yaml) } catch {
+            let e = YAMLErrorText.describe(error)
+            throw PickerConfigError(line: e.line, "invalid YAML: \(e.message)")
+        }
         try self.init(node, context: context)
     }
 

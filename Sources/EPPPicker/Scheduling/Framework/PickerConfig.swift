@@ -119,7 +119,8 @@ public final class PickerConfig: Sendable {
                              registry: PluginRegistry = .standard) throws(PickerConfigError) -> PickerConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
-            throw PickerConfigError(line: nil, "invalid YAML: \(error)")
+            let e = YAMLErrorText.describe(error)
+            throw PickerConfigError(line: e.line, "invalid YAML: \(e.message)")
         }
         guard let root else { throw PickerConfigError(line: nil, "empty config") }
         let top = try ConfigReader(root, context: "EndpointPickerConfig")

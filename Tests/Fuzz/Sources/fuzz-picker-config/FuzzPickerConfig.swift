@@ -16,7 +16,8 @@ nonisolated(unsafe) private let environment = PluginEnvironment()
 public func fuzzPickerConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let text = String(decoding: fuzzBytes(data, size), as: UTF8.self)
     let first = outcome(text)
-    fuzzCheck(outcome(text) == first, "config outcome is not deterministic")
+    let second = outcome(text)
+    fuzzCheck(second == first, "config outcome is not deterministic: \(first) then \(second)")
     if case .failure(let e) = first {
         fuzzCheck(!e.message.isEmpty, "empty config error message")
         let lines = text.utf8.reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
