@@ -20,7 +20,7 @@ public func fuzzPickerConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
     fuzzCheck(second == first, "config outcome is not deterministic: \(first) then \(second)")
     if case .failure(let e) = first {
         fuzzCheck(!e.message.isEmpty, "empty config error message")
-        let lines = text.utf8.reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+        let lines = yamlLineCount(text)
         if let line = e.line { fuzzCheck(line >= 1 && line <= lines + 1, "error line \(line) outside \(lines) lines: \(e)") }
     }
     return 0
@@ -33,4 +33,16 @@ private func outcome(_ text: String) -> Result<Int, PickerConfigError> {
     } catch {
         return .failure(error)
     }
+}
+
+/// Lines as YAML counts them: `\n`, `\r\n` and a lone `\r` each end one (libyaml reports error lines that way;
+/// a first long run found "line 8" in a text with 1 `\n` and 7 `\r`).
+private func yamlLineCount(_ text: String) -> Int {
+    var lines = 1
+    var previous: UInt8 = 0
+    for b in text.utf8 {
+        if b == UInt8(ascii: "\r") || (b == UInt8(ascii: "\n") && previous != UInt8(ascii: "\r")) { lines += 1 }
+        previous = b
+    }
+    return lines
 }
