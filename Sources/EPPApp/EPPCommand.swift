@@ -169,6 +169,9 @@ public struct EPPCommand: ParsableCommand {
         // Per-loop render clients / Redis connections of precise-prefix-cache-scorer, kept across config reloads.
         let pluginEnvironment = PluginEnvironment(redisIndex: redisIndex, precise: PrecisePrefixResources(registry: metrics.registry))
         let config: PickerConfig
+        // The config file's state before it is read: the watcher reloads on anything newer (a change made while
+        // epp starts is not lost).
+        let configBaseline = configFile.map { FileWatcher.Fingerprint.of(path: $0) }
         do {
             if let path = configFile { config = try PickerConfig.load(path: path, environment: pluginEnvironment) }
             else if let text = configText { config = try PickerConfig.parse(text: text, environment: pluginEnvironment) }
@@ -244,7 +247,7 @@ public struct EPPCommand: ParsableCommand {
         let configReloader = configFile.map { ConfigReloader(path: $0, holder: configHolder, registry: metrics.registry, logger: log,
                                                               environment: pluginEnvironment) }
         let configWatcher = configReloader.map { r in FileWatcher(path: r.path, loop: scraper.eventLoop) { r.reload(reason: "file changed") } }
-        configWatcher?.start()
+        configWatcher?.start(baseline: configBaseline)
         let certReloader = (enableCertReload && secureServing) ? certPath.map {
             CertReloader(certPath: $0, clientCAFile: clientCA, server: server, registry: metrics.registry, logger: log)
         } : nil

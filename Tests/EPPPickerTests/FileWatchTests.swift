@@ -71,6 +71,24 @@ private func watcherOptions(poll: Duration = .zero) -> FileWatcher.Options {
         }
     }
 
+    @Test func aChangeBeforeTheLoopStartsTheWatchIsNotLost() async throws {
+        let dir = TempDir()
+        let path = dir.file("config.yaml")
+        writeInPlace(path, "a")
+        let calls = Calls()
+        try await withLoop { loop in
+            // The loop is busy when start() is called; the file is replaced before it gets to the watcher.
+            let release = Atomic<Bool>(false)
+            loop.execute { while !release.load(ordering: .acquiring) { usleep(1000) } }
+            let w = FileWatcher(path: path, loop: loop, options: watcherOptions()) { calls.hit() }
+            w.start()
+            defer { w.stop() }
+            writeAtomically(path, "b")
+            release.store(true, ordering: .releasing)
+            #expect(await eventuallyTrue(timeout: .seconds(2)) { calls.count == 1 }, "the state at start() is the baseline")
+        }
+    }
+
     @Test func seesAtomicRename() async throws {
         let dir = TempDir()
         let path = dir.file("config.yaml")

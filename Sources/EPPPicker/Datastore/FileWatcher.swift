@@ -82,10 +82,13 @@ public final class FileWatcher: EventHandler, @unchecked Sendable {
         pollNs = watcherNanoseconds(options.pollInterval)
     }
 
-    /// Starts watching (from any thread; takes effect on the loop). The current state of the file is the
-    /// baseline: only later changes call the handler.
-    public func start() {
-        loop.execute { [self] in startOnLoop() }
+    /// Starts watching (from any thread; takes effect on the loop). `baseline`: the file's state when its
+    /// content was read (default: now, on the calling thread) — only changes after it call the handler. Taking
+    /// it when the loop gets round to starting would miss a change made in between (a busy machine lost a
+    /// config update that way: the watcher took the new file as its baseline).
+    public func start(baseline: Fingerprint? = nil) {
+        let baseline = baseline ?? Fingerprint.of(path: path)
+        loop.execute { [self] in startOnLoop(baseline: baseline) }
     }
 
     /// Stops watching (from any thread; takes effect on the loop). No handler call starts afterwards.
@@ -94,10 +97,10 @@ public final class FileWatcher: EventHandler, @unchecked Sendable {
     }
 
     /// Loop thread only: like `start()` but synchronous.
-    public func startOnLoop() {
+    public func startOnLoop(baseline: Fingerprint? = nil) {
         guard !active else { return }
         active = true
-        last = Fingerprint.of(path: path)
+        last = baseline ?? Fingerprint.of(path: path)
         inotifyFd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         if inotifyFd < 0 {
             logger.warning("inotify unavailable; polling only", metadata: ["path": "\(path)", "errno": "\(shim_errno())"])
@@ -105,6 +108,8 @@ public final class FileWatcher: EventHandler, @unchecked Sendable {
             loop.register(fd: inotifyFd, events: EPOLLIN.rawValue, handler: self)
             addWatch()
         }
+        // Changed since the baseline, before the watch existed: no event will tell.
+        if Fingerprint.of(path: path) != last { arm(direct: false) }
         schedulePoll()
     }
 
