@@ -482,9 +482,10 @@ def replay(port, setup, measured, connections=4, slowlog=False):
     on one connection, then `measured`, cut into picks (a pick starts at its lookup MGET; its records follow it)
     and dealt round-robin to `connections` connections, each pick one write, none waiting for replies. This is
     Redis serving a fleet flat out: the figures are Redis's own cost per pick with no client in the way.
-    `slowlog`: log every command (its cost is then in the CPU figure) and return the top-level commands' time
-    by command, as SLOWLOG has it; else INFO commandstats, which also counts the commands scripts run (inside
-    their EVALSHA's time too). Returns (picks, usec by command, process CPU µs/pick, wall seconds)."""
+    `slowlog`: log every command (its cost is then in the CPU figure) and return the top-level commands' (calls,
+    usec) by command, as SLOWLOG has it — INFO commandstats would also count the commands scripts run, which are
+    inside their EVALSHA's time too. Returns (picks, (calls, usec) by command or {} without slowlog, process CPU
+    µs/pick, wall seconds)."""
     import threading
     r = Resp(port)
     r.call("FLUSHALL")
@@ -525,7 +526,6 @@ def replay(port, setup, measured, connections=4, slowlog=False):
             picks.append([])
         picks[-1].append(Resp.encode(*args))
     streams = [[b"".join(p) for p in picks[i::connections]] for i in range(connections)]
-    r.call("CONFIG", "RESETSTAT")
     threshold = r.call("CONFIG", "GET", "slowlog-log-slower-than")[1]
     r.call("CONFIG", "SET", "slowlog-log-slower-than", "0" if slowlog else "-1")
     r.call("SLOWLOG", "RESET")
@@ -542,10 +542,6 @@ def replay(port, setup, measured, connections=4, slowlog=False):
             if name not in ("echo", "config", "slowlog", "info"):
                 calls, usec = per.get(name, (0, 0))
                 per[name] = (calls + 1, usec + entry[2])
-    else:
-        for m in re.finditer(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+)", r.call("INFO", "commandstats").decode()):
-            if m.group(1).split("|")[0] not in ("echo", "info", "config", "script", "flushall"):
-                per[m.group(1)] = (int(m.group(2)), int(m.group(3)))
     return len(picks), per, cpu, wall
 
 

@@ -392,9 +392,10 @@ public final class RedisPrefixIndex: Sendable {
         /// (`recordDirect`). `lateLookup`: the request's lookup fell back on its budget and its reply is still
         /// due — the record waits for that reply and goes the same way (`deferRecord`). Without any reply the
         /// blocks after the shortest known run join this loop's record batch: one `EVALSHA` per
-        /// `recordBatchDelayNanos` (or 64 records) writes only what the pods don't hold. A chain this lane recorded for the pod within a second is skipped (also when the
-        /// lookup fell back), so a hot prefix costs Redis only its lookups and a Redis that is behind gets no
-        /// extra load. No-op when not connected (the local index has it).
+        /// `recordBatchDelayNanos` (or 64 records) writes only what the pods don't hold. A chain this lane
+        /// recorded for the pod within a second is skipped (also when the lookup fell back), so a hot prefix costs
+        /// Redis only its lookups and a Redis that is behind gets no extra load. No-op when not connected (the
+        /// local index has it).
         public func record(keyPrefix: String, model: String, hashes: [UInt64],
                            pods allPods: [(endpoint: Endpoint, capacity: Int, known: Int)], lookup: [RedisReply]? = nil,
                            lateLookup: UInt64 = 0) {

@@ -8,9 +8,8 @@ import EPPRedis
 enum RedisPrefixScripts {
     /// Shared helpers.
     /// `entry(v, id)`: offset of `id`'s entry in the block value `v`, or nil.
-    /// `drop_keys(keys, n, id)`: cuts `id`'s entries out of the values of the first `n` block keys, deleting keys
-    /// nobody holds any more: one MGET and at most one DEL and one MSET per 1000 keys; returns the keys changed.
-    /// `drop(ns, blocks, id)`: the same for `blocks` (concatenated 8-byte hashes).
+    /// `drop(ns, blocks, id)`: cuts `id`'s entries out of the values of `blocks` (concatenated 8-byte hashes),
+    /// deleting keys nobody holds any more: one MGET and at most one DEL and one MSET per 1000 blocks.
     /// `drop_listed(ns, id, skeys, lists, n)`: removes the first `n` segments of pod `id` given their keys and
     /// block lists (an MGET of those keys); returns the number of block entries removed.
     /// `drop_segments(ns, id, segs)`: the same for segment ids, reading their lists 1000 at a time.
@@ -18,7 +17,9 @@ enum RedisPrefixScripts {
     /// holds at most `target` of its `count` blocks; updates `ns:n`; returns the entries removed. Segments go in
     /// batches: one ZRANGE sized from the pod's mean segment, one MGET of their lists, one ZREMRANGEBYRANK of
     /// those that cover the excess, then one MGET/DEL/MSET for all their blocks — a handful of calls per
-    /// eviction instead of six per segment (each call inside a script costs Redis 1–2 µs here).
+    /// eviction instead of six per segment (each call inside a script costs Redis 1–2 µs here). Only the record
+    /// script (after a fallback) evicts this way; a direct record's eviction is plain commands
+    /// (`RedisPrefixEviction.swift`).
     /// Replies never carry ZSET scores: Redis 7.0 formats each double with snprintf (~1 µs apiece).
     private static let helpers = """
     local function entry(v, id)
@@ -30,10 +31,11 @@ enum RedisPrefixScripts {
         s = i + 1
       end
     end
-    local function drop_keys(keys, n, id)
-      local removed = 0
-      for from = 1, n, 1000 do
-        local to = math.min(from + 999, n)
+    local function drop(ns, blocks, id)
+      local keys = {}
+      for i = 1, #blocks / 8 do keys[i] = ns .. ':b:' .. string.sub(blocks, 8 * i - 7, 8 * i) end
+      for from = 1, #keys, 1000 do
+        local to = math.min(from + 999, #keys)
         local vals = redis.call('MGET', unpack(keys, from, to))
         local set, ns2, del, nd = {}, 0, {}, 0
         for i = 1, to - from + 1 do
@@ -49,14 +51,7 @@ enum RedisPrefixScripts {
         end
         if nd > 0 then redis.call('DEL', unpack(del, 1, nd)) end
         if ns2 > 0 then redis.call('MSET', unpack(set, 1, ns2)) end
-        removed = removed + nd + ns2 / 2
       end
-      return removed
-    end
-    local function drop(ns, blocks, id)
-      local keys = {}
-      for i = 1, #blocks / 8 do keys[i] = ns .. ':b:' .. string.sub(blocks, 8 * i - 7, 8 * i) end
-      drop_keys(keys, #keys, id)
     end
     local function drop_listed(ns, id, skeys, lists, n)
       local blocks, nb, removed = {}, 0, 0
